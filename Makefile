@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with only python3: `make run` and `make test`.
+# The environment (.venv) is created from the committed uv.lock the first time either runs.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+EXTRA ?= cpu
+UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+VENV_PY := .venv/bin/python
+SYNCED := .venv/.synced-$(EXTRA)
+
+.PHONY: run test test-fast env clean
+
+run: $(SYNCED)
+	$(VENV_PY) jobs/trimpi.py --config configs/default.yaml $(ARGS)
+
+test: $(SYNCED)
+	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+# The fast subset: everything but the end-to-end tests that start vLLM, Ray Train or Serve.
+test-fast: $(SYNCED)
+	$(VENV_PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+env: $(SYNCED)
+
+$(SYNCED): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --extra $(EXTRA)
+	touch $@
+
+# uv is bootstrapped from the package index when the machine does not have it.
+.uv/bin/uv:
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+clean:
+	rm -rf .venv .uv runs .pytest_cache

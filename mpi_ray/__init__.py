@@ -1,0 +1,2 @@
+"""mpi-ray: Multimodal Policy Internalization (TriMPI) on Ray."""
+__version__ = "0.1.0"

@@ -1,0 +1,37 @@
+"""Connect to Ray: the cluster of `ray job submit`, or a local one bound to loopback."""
+
+from __future__ import annotations
+
+import os
+
+# Ray swaps 127.0.0.1 for the machine's routable address while its multi-node mode is on; a local
+# run (no RAY_ADDRESS) turns it off so every Ray server listens on loopback only. Read at import.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
+
+from mpi_ray.config.schema import PipelineConfig  # noqa: E402
+
+# Workers of every actor and task see these; vLLM reads its CPU KV-cache size from the environment.
+QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1"}
+
+
+def connect(cfg: PipelineConfig) -> str:
+    """Start or join Ray; returns a short description of where we are."""
+    if ray.is_initialized():
+        return "already connected"
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {**QUIET_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib)}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return f"joined Ray cluster at {address}"
+    ray.init(
+        num_cpus=cfg.resources.cluster_cpus,
+        num_gpus=cfg.resources.cluster_gpus,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        log_to_driver=True,
+    )
+    return f"started a local Ray cluster on 127.0.0.1 ({cfg.resources.cluster_cpus} logical CPUs)"

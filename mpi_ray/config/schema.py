@@ -1,0 +1,268 @@
+"""Typed configuration of the whole pipeline (pydantic v2), validated before any Ray work starts.
+
+Every section forbids unknown keys; cross-field rules (DAPO has no KL, the rollout pool must fit
+the declared resources, ...) live in the validators at the bottom so a bad combination is named
+with its key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STAGES = ("model", "data", "cpt", "sft", "rl", "eval", "export", "serve")
+RL_ALGORITHMS = ("grpo", "dapo", "poro-grpo", "poro-dapo")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(Section):
+    size: Literal["xs", "s", "m"] = "s"
+    seed: int = 0
+
+
+class ModelConfig(Section):
+    # A local HF folder or a hub id; None builds the tiny local model into the run directory.
+    name_or_path: str | None = None
+    tiny: TinyModelConfig = TinyModelConfig()
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    min_pixels: int = Field(56 * 56, gt=0)
+    max_pixels: int = Field(224 * 224, gt=0)
+
+
+class ClevrDataConfig(Section):
+    depth: int = Field(6, ge=1, le=10)
+    variant: Literal["T", "M"] = "T"
+    policies: int = Field(10, ge=1)
+    train_per_policy: int = Field(40, ge=1)
+    test: int = Field(200, ge=1)
+    cot_fraction: float = Field(0.125, gt=0.0, le=1.0)
+    image_size: int = Field(128, ge=28)
+
+
+class GtaDataConfig(Section):
+    train: int = Field(451, ge=1)
+    test: int = Field(106, ge=1)
+    from_gta: str | None = None  # a GTA benchmark folder (dataset.json + image/) to convert
+
+
+class DataConfig(Section):
+    dataset: Literal["clevr_policy", "gta_policy"] = "clevr_policy"
+    dir: str | None = None  # existing shards; None generates them into the run directory
+    seed: int = 0
+    clevr: ClevrDataConfig = ClevrDataConfig()
+    gta: GtaDataConfig = GtaDataConfig()
+    on_bad_sample: Literal["skip", "fail"] = "skip"
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = Field(1.0, gt=0)
+
+
+class StageConfig(Section):
+    """One learner stage (CPT, SFT): what it trains on and how."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # caps the schedule (CPU smoke runs)
+    workers: int | None = Field(None, ge=1)  # None: resources.learner_workers
+    batch_size_per_worker: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_seq_len: int = Field(2048, ge=16)
+    optim: OptimConfig = OptimConfig()
+    lora: LoraConfig = LoraConfig()
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class SftConfig(StageConfig):
+    target: Literal["cot", "direct"] = "cot"
+
+
+class OverlongConfig(Section):
+    enabled: bool = True
+    buffer: int = Field(64, ge=0)  # the last `buffer` tokens before max_response_len are penalized linearly
+    penalty: float = Field(1.0, ge=0)
+
+
+class RewardConfig(Section):
+    accuracy_weight: float = Field(0.9, ge=0)
+    format_weight: float = Field(0.1, ge=0)
+    format_pattern: str = r"<think>.*</think>.*\\boxed\{.*\}.*"
+
+
+class RLConfig(Section):
+    algorithm: Literal["grpo", "dapo", "poro-grpo", "poro-dapo"] = "poro-grpo"
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1)  # None: resources.learner_workers
+    rollout_batch: int = Field(384, ge=1)  # prompts per RL step
+    group_size: int = Field(5, ge=2)  # G; PoRo adds G policy-aware samples per prompt
+    update_batch: int = Field(32, ge=1)  # sequences per optimizer step (all workers)
+    ppo_epochs: int = Field(1, ge=1)
+    clip_low: float = Field(0.2, gt=0, lt=1)
+    clip_high: float = Field(0.3, gt=0, lt=1)
+    kl_coef: float = Field(0.01, ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    loss_agg: Literal["token-mean", "seq-mean-token-mean"] = "seq-mean-token-mean"
+    dynamic_sampling: bool = False
+    max_sampling_tries: int = Field(20, ge=1)
+    overlong: OverlongConfig = OverlongConfig(enabled=False)
+    reward: RewardConfig = RewardConfig()
+    optim: OptimConfig = OptimConfig(lr=1e-6, warmup_ratio=0.0, schedule="constant")
+    max_seq_len: int = Field(4096, ge=16)
+
+    @property
+    def is_dapo(self) -> bool:
+        return self.algorithm.endswith("dapo")
+
+    @property
+    def uses_poro(self) -> bool:
+        return self.algorithm.startswith("poro-")
+
+
+class RolloutConfig(Section):
+    engines: int = Field(2, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_prompt_len: int = Field(2048, ge=16)
+    max_response_len: int = Field(512, ge=1)
+    max_staleness: int = Field(0, ge=0)  # 0 = strictly on-policy (the paper's setting)
+    is_truncation: float = Field(2.0, ge=1.0)  # truncated importance-sampling cap for stale batches
+    tensor_parallel: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.05, gt=0, le=1)  # on CPU: fraction of host memory
+    kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE on CPU
+    enforce_eager: bool = True
+    weight_sync: Literal["object_store", "nccl"] = "object_store"
+    max_num_seqs: int = Field(64, ge=1)
+
+
+class LearnerConfig(Section):
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: Literal[2, 3] = 2
+    precision: Literal["fp32", "bf16"] = "fp32"
+    gradient_checkpointing: bool = False
+
+
+class ResourcesConfig(Section):
+    """What the job may use; the rollout pool and learners must fit inside."""
+
+    use_gpu: bool = False
+    cluster_cpus: int = Field(8, ge=1)  # logical CPUs of the local cluster / the cluster's budget
+    cluster_gpus: int = Field(0, ge=0)
+    learner_workers: int = Field(2, ge=1)
+    cpus_per_learner: float = Field(1, gt=0)
+    gpus_per_learner: float = Field(0, ge=0)
+    cpus_per_engine: float = Field(1, gt=0)
+    gpus_per_engine: float = Field(0, ge=0)
+    colocate_rollout: bool = False  # engines share the learners' GPUs (they sleep during updates)
+
+
+class EvalConfig(Section):
+    suites: list[Literal["policy_free", "in_context", "override", "referral", "efficiency", "forgetting"]] = [
+        "policy_free", "in_context", "override", "referral", "efficiency", "forgetting",
+    ]
+    max_samples: int | None = Field(200, ge=1)
+    max_response_len: int = Field(512, ge=1)
+    judge_url: str | None = None  # optional OpenAI-compatible endpoint for the referral LLM judge
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model_id: str = "mpi-ray-policy-free"
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: int = Field(16, ge=1)
+    use_gpu: bool = False
+    max_model_len: int = Field(4096, ge=16)
+
+
+class RunConfig(Section):
+    name: str = "default"
+    dir: str = "runs/default"  # on a multi-node cluster: shared storage every node sees
+    seed: int = 0
+    stages: list[Literal["model", "data", "cpt", "sft", "rl", "eval", "export", "serve"]] = ["model", "data"]
+    ray_address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
+
+
+class PipelineConfig(Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    learner: LearnerConfig = LearnerConfig()
+    cpt: StageConfig = StageConfig(optim=OptimConfig(lr=1e-5))
+    sft: SftConfig = SftConfig(optim=OptimConfig(lr=1e-4), lora=LoraConfig(enabled=True))
+    rl: RLConfig = RLConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    eval: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "PipelineConfig":
+        for problem in cross_field_problems(self):
+            raise ValueError(problem)
+        return self
+
+
+def cross_field_problems(cfg: PipelineConfig) -> list[str]:
+    """Combinations that each section alone cannot reject; every message names its keys."""
+    problems: list[str] = []
+    rl, rollout, res = cfg.rl, cfg.rollout, cfg.resources
+    if rl.is_dapo and rl.kl_coef != 0:
+        problems.append(f"rl.kl_coef={rl.kl_coef} with rl.algorithm={rl.algorithm}: DAPO has no reference KL; set rl.kl_coef=0")
+    if not rl.is_dapo and rl.dynamic_sampling:
+        problems.append(f"rl.dynamic_sampling=true needs rl.algorithm in (dapo, poro-dapo), got {rl.algorithm}")
+    if rl.clip_high < rl.clip_low:
+        problems.append(f"rl.clip_high={rl.clip_high} must be >= rl.clip_low={rl.clip_low}")
+    if cfg.rl.reward.accuracy_weight + cfg.rl.reward.format_weight <= 0:
+        problems.append("rl.reward.accuracy_weight + rl.reward.format_weight must be > 0")
+    if cfg.learner.precision == "bf16" and not res.use_gpu:
+        problems.append("learner.precision=bf16 needs resources.use_gpu=true (CPU learners run fp32)")
+    if rollout.weight_sync == "nccl" and not res.use_gpu:
+        problems.append("rollout.weight_sync=nccl needs resources.use_gpu=true; on CPU use object_store")
+    if res.use_gpu and (res.gpus_per_learner <= 0 or res.gpus_per_engine <= 0):
+        problems.append("resources.use_gpu=true needs resources.gpus_per_learner > 0 and resources.gpus_per_engine > 0")
+    if cfg.model.min_pixels > cfg.model.max_pixels:
+        problems.append(f"model.min_pixels={cfg.model.min_pixels} must be <= model.max_pixels={cfg.model.max_pixels}")
+    problems.extend(_resource_problems(cfg))
+    return problems
+
+
+def _resource_problems(cfg: PipelineConfig) -> list[str]:
+    res, rollout = cfg.resources, cfg.rollout
+    engines = rollout.engines
+    learners = max(stage.workers or res.learner_workers for stage in (cfg.cpt, cfg.sft, cfg.rl))
+    problems = []
+    cpus = engines * res.cpus_per_engine + learners * res.cpus_per_learner
+    if cpus > res.cluster_cpus:
+        problems.append(
+            f"rollout.engines={engines} x resources.cpus_per_engine={res.cpus_per_engine} + {learners} learner workers"
+            f" (resources.learner_workers or a stage's workers) x resources.cpus_per_learner={res.cpus_per_learner} = {cpus} CPUs exceeds "
+            f"resources.cluster_cpus={res.cluster_cpus}; allowed: at most {res.cluster_cpus}"
+        )
+    engine_gpus = engines * res.gpus_per_engine * rollout.tensor_parallel
+    learner_gpus = learners * res.gpus_per_learner
+    gpus = max(engine_gpus, learner_gpus) if res.colocate_rollout else engine_gpus + learner_gpus
+    if gpus > res.cluster_gpus:
+        problems.append(
+            f"rollout.engines={engines} (x{rollout.tensor_parallel} tensor parallel, {res.gpus_per_engine} GPU each) and "
+            f"{learners} learner workers ({res.gpus_per_learner} GPU each) need {gpus} GPUs but "
+            f"resources.cluster_gpus={res.cluster_gpus}"
+        )
+    return problems

@@ -1,0 +1,1 @@
+"""Datasets (ClevrPolicy, GTAPolicy), the one sample schema, and the Ray Data streams."""

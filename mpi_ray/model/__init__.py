@@ -1,0 +1,1 @@
+"""Model building (the tiny local Qwen2.5-VL) and the one loading path for every stage."""

@@ -1,0 +1,84 @@
+"""The one model-loading path: a local HF folder or a hub id, for every stage, test and server.
+
+Returns the model, its processor and the token ids the visual mask needs. A local folder is read
+with `local_files_only`, so nothing is fetched for it; a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct on
+a user's cluster) goes through the same calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """Token ids that stand for pixels: the visual mask drops exactly these from the loss."""
+
+    image: int
+    video: int
+    vision_start: int
+    vision_end: int
+
+    @property
+    def masked(self) -> tuple[int, int]:
+        return (self.image, self.video)
+
+
+def is_local(name_or_path: str | Path) -> bool:
+    return Path(name_or_path).is_dir()
+
+
+def _source_kwargs(name_or_path: str | Path) -> dict[str, Any]:
+    return {"local_files_only": True} if is_local(name_or_path) else {}
+
+
+def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None) -> Any:
+    """The processor; min/max pixels bound the visual tokens per image (config: model.min_pixels/max_pixels)."""
+    pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    return AutoProcessor.from_pretrained(str(name_or_path), **_source_kwargs(name_or_path), **pixels)
+
+
+def visual_tokens(name_or_path: str | Path) -> VisualTokens:
+    config = AutoConfig.from_pretrained(str(name_or_path), **_source_kwargs(name_or_path))
+    return VisualTokens(
+        image=config.image_token_id,
+        video=config.video_token_id,
+        vision_start=config.vision_start_token_id,
+        vision_end=config.vision_end_token_id,
+    )
+
+
+def load_model(name_or_path: str | Path, dtype: str = "float32", attn_implementation: str = "sdpa") -> torch.nn.Module:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return AutoModelForImageTextToText.from_pretrained(
+        str(name_or_path),
+        dtype=DTYPES[dtype],
+        attn_implementation=attn_implementation,
+        **_source_kwargs(name_or_path),
+    )
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    processor: Any
+    visual: VisualTokens
+
+
+def load(
+    name_or_path: str | Path, dtype: str = "float32", min_pixels: int | None = None, max_pixels: int | None = None
+) -> LoadedModel:
+    """Model + processor + visual token ids, from one place."""
+    return LoadedModel(
+        load_model(name_or_path, dtype),
+        load_processor(name_or_path, min_pixels, max_pixels),
+        visual_tokens(name_or_path),
+    )

@@ -1,0 +1,87 @@
+"""The stage plan: which stages run, in which order, from which inputs; markers make re-runs resume.
+
+Each stage module has `describe(ctx) -> str` and `run(ctx) -> outputs`; a stage's outputs (e.g.
+{"model": path}) become the inputs of the stages after it. A stage without a module is reported
+as not implemented and stops the run with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpi_ray.config.schema import PipelineConfig
+from mpi_ray.run_dir import RunDir
+
+# Stage name -> module in mpi_ray.stages (None: not built yet).
+STAGE_MODULES: dict[str, str | None] = {
+    "model": "mpi_ray.stages.model",
+    "data": None,
+    "cpt": None,
+    "sft": None,
+    "rl": None,
+    "eval": None,
+    "export": None,
+    "serve": None,
+}
+
+
+class StageNotImplemented(RuntimeError):
+    pass
+
+
+@dataclass
+class StageContext:
+    cfg: PipelineConfig
+    run: RunDir
+    outputs: dict[str, Any] = field(default_factory=dict)  # merged outputs of the stages so far
+
+    def current_model(self) -> str:
+        """The newest model: the last stage's HF export, else the base model."""
+        if "model" not in self.outputs:
+            raise RuntimeError("no model yet: the 'model' stage must run first")
+        return self.outputs["model"]
+
+
+def ordered(stages: list[str]) -> list[str]:
+    order = list(STAGE_MODULES)
+    return sorted(dict.fromkeys(stages), key=order.index)
+
+
+def stage_module(stage: str):
+    name = STAGE_MODULES[stage]
+    return importlib.import_module(name) if name else None
+
+
+def plan_lines(ctx: StageContext, stages: list[str]) -> list[str]:
+    lines = []
+    for stage in stages:
+        module = stage_module(stage)
+        if module is None:
+            status, what = "NOT IMPLEMENTED", "-"
+        else:
+            status = "done (skip)" if ctx.run.completed(stage) else "to run"
+            what = module.describe(ctx)
+        lines.append(f"  {stage:<7} {status:<16} {what}")
+    return lines
+
+
+def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
+    """Run stages in order, skipping completed ones; stop at the first one not implemented."""
+    for stage in stages:
+        done = ctx.run.completed(stage)
+        if done:
+            ctx.outputs.update(done["outputs"])
+            log(f"[{stage}] already done, skipping (remove {ctx.run.marker(stage)} or use --from-stage to redo)")
+            continue
+        module = stage_module(stage)
+        if module is None:
+            raise StageNotImplemented(f"stage '{stage}' is not implemented yet")
+        log(f"[{stage}] {module.describe(ctx)}")
+        start = time.time()
+        outputs = module.run(ctx)
+        ctx.outputs.update(outputs)
+        ctx.run.mark_done(stage, outputs, time.time() - start)
+        log(f"[{stage}] done in {time.time() - start:.1f}s: {outputs}")

@@ -1,0 +1,35 @@
+"""Shared fixtures: the tiny model built once per session, a loopback Ray cluster, offline env."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep local Ray on loopback (see mpi_ray/cluster.py)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The xs tiny Qwen2.5-VL (about 0.8M parameters), built once for the whole session."""
+    from mpi_ray.model.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "xs", size="xs", seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray cluster bound to loopback, shut down at the end of the session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

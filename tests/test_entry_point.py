@@ -1,0 +1,54 @@
+"""The entry point and the local Ray cluster: dry run, honest 'not implemented', the model stage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+def _trimpi(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "jobs/trimpi.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_local_ray_runs_a_task_on_loopback(ray_local) -> None:
+    @ray_local.remote
+    def square(x: int) -> int:
+        return x * x
+
+    assert ray_local.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
+    nodes = [node for node in ray_local.nodes() if node["Alive"]]
+    assert nodes and all(node["NodeManagerAddress"] == "127.0.0.1" for node in nodes)
+
+
+def test_dry_run_prints_plan_and_resolved_config(tmp_path: Path) -> None:
+    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt")
+    assert result.returncode == 0, result.stderr
+    assert "model   to run" in result.stdout
+    assert "cpt     NOT IMPLEMENTED" in result.stdout
+    assert "group_size: 6" in result.stdout
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_unimplemented_stage_says_so_and_exits_nonzero(tmp_path: Path) -> None:
+    result = _trimpi(f"run.dir={tmp_path}", "--stages", "model,serve")
+    assert result.returncode == 3
+    assert "serve not implemented yet; nothing was run" in result.stderr
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_model_stage_builds_tiny_model_through_ray_and_resumes(tmp_path: Path) -> None:
+    args = (f"run.dir={tmp_path}", "model.tiny.size=xs", "--stages", "model")
+    first = _trimpi(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "started a local Ray cluster on 127.0.0.1" in first.stdout
+    marker = json.loads((tmp_path / "stages" / "model.json").read_text())
+    assert Path(marker["outputs"]["model"], "model.safetensors").exists()
+    second = _trimpi(*args)
+    assert second.returncode == 0 and "already done, skipping" in second.stdout
