@@ -18,7 +18,7 @@ from mpi_ray.run_dir import RunDir
 # Stage name -> module in mpi_ray.stages (None: not built yet).
 STAGE_MODULES: dict[str, str | None] = {
     "model": "mpi_ray.stages.model",
-    "data": None,
+    "data": "mpi_ray.stages.data",
     "cpt": None,
     "sft": None,
     "rl": None,

@@ -1,0 +1,98 @@
+"""Chain-of-thought targets written from the gold path (a "forward CoT" that is right by construction).
+
+For each visited condition the reasoning recalls it by its ID and what it checks (for a pictured
+value, also what the picture shows), names the objects in the image that decide it, and branches:
+
+    <think>I follow Policy L6-Surinu, starting at Condition 1.
+    Condition 1 checks whether there is a cyan object in the image. Yes: the small cyan rubber cube
+    at the front left. So I go to Condition 1.1.
+    Condition 1.1 checks whether one of the objects that satisfy Condition 1 is also large. No: the
+    objects that satisfy Condition 1 are the small cyan rubber cube at the front left, and none of them
+    is large. So the response is Case 12.</think>
+
+The stage code appends the boxed answer; a non-CoT target is the boxed answer alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from mpi_ray.data.clevr_policy.ontology import describe
+from mpi_ray.data.clevr_policy.policy_doc import PolicyDocument, condition_check, outcome, value_predicate
+from mpi_ray.data.clevr_policy.tree import Decision, DecisionTree, Node, pattern_holds
+
+SceneObject = Mapping[str, Any]  # a scene-graph object: attributes and "position"
+_MAX_LISTED = 4  # objects named as evidence before "and N more"
+_PLURAL = {"shape": "shapes", "color": "colors", "size": "sizes", "material": "materials"}
+
+
+def cot_target(tree: DecisionTree, decision: Decision, objects: Sequence[SceneObject], document: PolicyDocument) -> str:
+    """'<think>...</think>' for the scene whose gold path is `decision`."""
+    lines = [f"I follow Policy {document.name}, starting at Condition 1."]
+    for step in decision.steps:
+        node = tree.node(step.node_id)
+        lines.append(_step_text(node, step.holds, objects, document))
+    return "<think>" + "\n".join(lines) + "</think>"
+
+
+def _step_text(node: Node, holds: bool, objects: Sequence[SceneObject], document: PolicyDocument) -> str:
+    assert node.condition is not None and node.if_true is not None and node.if_false is not None
+    picture = document.image_for(node.node_id)
+    recall = f"Condition {node.node_id} checks whether {condition_check(node, pictured=False)}."
+    if picture is not None:
+        recall = (
+            f"Condition {node.node_id} shows an example object, a {describe(picture.example)}; it checks its "
+            f"{picture.attribute}, {picture.value}, so it checks whether {condition_check(node, pictured=False)}."
+        )
+    evidence = _evidence(node, holds, objects)
+    child = node.if_true if holds else node.if_false
+    branch = outcome(child) if child.is_leaf else f"I {outcome(child)}"
+    return f"{recall} {evidence} So {branch}."
+
+
+def _evidence(node: Node, holds: bool, objects: Sequence[SceneObject]) -> str:
+    """Which objects decide the condition: the witnesses if it holds, else the candidates that fail."""
+    assert node.condition is not None
+    if holds:
+        witnesses = [obj for obj in objects if pattern_holds(node.pattern, [obj])]
+        return f"Yes: {_object_list(witnesses)}."
+    if node.anchor_id is None:
+        present = sorted({str(obj[node.condition.attribute]) for obj in objects})
+        return (
+            f"No: the {_PLURAL[node.condition.attribute]} in the image are {_join(present)}, "
+            f"so no object {value_predicate(node.condition)}."
+        )
+    candidates = [obj for obj in objects if pattern_holds(node.context, [obj])]
+    return (
+        f"No: the objects that satisfy Condition {node.anchor_id} are {_object_list(candidates)}, "
+        f"and none of them {value_predicate(node.condition)}."
+    )
+
+
+def _object_list(objects: Sequence[SceneObject]) -> str:
+    """'the small cyan rubber cube at the front left and the ...' (left to right, at most 4 named)."""
+    ordered = sorted(objects, key=lambda obj: (obj["position"][0], obj["position"][1]))
+    named = [f"the {describe(obj)} {location(obj)}" for obj in ordered[:_MAX_LISTED]]
+    if len(ordered) > _MAX_LISTED:
+        named.append(f"{len(ordered) - _MAX_LISTED} more")
+    return _join(named)
+
+
+def location(obj: SceneObject) -> str:
+    """Where an object stands, in words: 'at the front left', 'at the back', 'in the middle'."""
+    x, y = obj["position"]
+    side = "left" if x < -1 else "right" if x > 1 else ""
+    depth = "front" if y < -1 else "back" if y > 1 else ""
+    if depth and side:
+        return f"at the {depth} {side}"
+    if depth:
+        return f"at the {depth}"
+    if side:
+        return f"on the {side}"
+    return "in the middle"
+
+
+def _join(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

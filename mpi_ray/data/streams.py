@@ -1,0 +1,154 @@
+"""Ray Data streams: Parquet shards -> exactly what a stage's learner or sampler needs.
+
+Decoding, chat formatting, processing and masks run in `map_batches` actors that load the
+processor once; the set is never materialized on the driver. Bad records (undecodable image,
+missing field, too long) are skipped and counted with their id in a `SampleErrors` actor, or fail
+the stream at once when `on_bad_sample="fail"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from mpi_ray.data.encode import BadSample, Encoder
+from mpi_ray.data.schema import REQUIRED_TEXT_FIELDS
+from mpi_ray.data.shards import shard_paths
+
+StageName = Literal["cpt", "sft", "rl", "eval"]
+
+
+@ray.remote(num_cpus=0)
+class SampleErrors:
+    """Counts skipped samples per stage, with their ids and reasons."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, str]] = []
+
+    def record(self, stage: str, sample_id: str, reason: str) -> None:
+        self.errors.append({"stage": stage, "sample_id": sample_id, "reason": reason})
+
+    def report(self) -> list[dict[str, str]]:
+        return list(self.errors)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    stage: StageName
+    model_path: str
+    target: Literal["cot", "direct"] = "cot"  # SFT only
+    with_policy: bool = False  # eval only: in-context / override prompts
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_seq_len: int = 2048
+    on_bad_sample: Literal["skip", "fail"] = "skip"
+
+
+def _check_fields(sample: dict[str, Any]) -> None:
+    sample_id = str(sample.get("sample_id") or "<no id>")
+    for name in REQUIRED_TEXT_FIELDS:
+        if not isinstance(sample.get(name), str):
+            raise BadSample(sample_id, f"field '{name}' is missing")
+
+
+class EncodeBatch:
+    """The map_batches callable: one Encoder per actor, one output row per usable sample."""
+
+    def __init__(self, spec: StreamSpec, errors: Any = None):
+        self.spec = spec
+        self.errors = errors
+        self.encoder = Encoder(spec.model_path, spec.min_pixels, spec.max_pixels, spec.max_seq_len)
+
+    def encode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+        """The stage's row, or None when the sample is not for this stage (e.g. CPT needs a CoT)."""
+        spec = self.spec
+        _check_fields(sample)
+        needs_cot = spec.stage == "cpt" or (spec.stage == "sft" and spec.target == "cot")
+        if needs_cot and not sample.get("cot"):
+            return None
+        base = {"sample_id": sample["sample_id"]}
+        if spec.stage == "cpt":
+            return {**base, **self.encoder.cpt(sample)}
+        if spec.stage == "sft":
+            return {**base, **self.encoder.sft(sample, spec.target)}
+        free = self.encoder.prompt(sample, with_policy=False)
+        row = {**base, "dataset": sample["dataset"], "answer": sample["answer"], "truth": sample["truth"],
+               "meta": sample["meta"], "prompt": free["prompt"], "images": _png_list(sample["images"])}
+        if spec.stage == "rl" or spec.with_policy:
+            aware = self.encoder.prompt(sample, with_policy=True)
+            row["policy_prompt"] = aware["prompt"]
+            row["policy_images"] = _png_list(sample["policy_images"]) + _png_list(sample["images"])
+        return row
+
+    def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        rows = []
+        for sample in batch.to_pylist():
+            try:
+                row = self.encode(sample)
+            except BadSample as exc:
+                if self.spec.on_bad_sample == "fail":
+                    raise
+                if self.errors is not None:
+                    self.errors.record.remote(self.spec.stage, exc.sample_id, exc.reason)
+                continue
+            if row is not None:
+                rows.append(row)
+        if not rows:
+            return {}
+        return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+def _png_list(blobs: list[bytes] | None) -> list[bytes]:
+    return list(blobs or [])
+
+
+def stage_dataset(
+    data_dir: str,
+    split: str,
+    spec: StreamSpec,
+    errors: Any = None,
+    batch_size: int = 16,
+    concurrency: int = 1,
+) -> ray.data.Dataset:
+    """A lazy Ray Dataset of the stage's rows, in shard order (deterministic for a dataset)."""
+    ds = ray.data.read_parquet(shard_paths(data_dir, split), shuffle=None)
+    return ds.map_batches(
+        EncodeBatch,
+        fn_constructor_kwargs={"spec": spec, "errors": errors},
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=concurrency,
+        num_cpus=1,
+    )
+
+
+def deterministic_context() -> None:
+    """Keep Ray Data's output order equal to the input order (same records, same order, same seed)."""
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+
+
+def padded_batch(rows: dict[str, np.ndarray], pad_id: int) -> dict[str, Any]:
+    """Collate learner rows: right-pad ids/labels to the longest row, concatenate pixel patches."""
+    import torch
+
+    ids = [np.asarray(x) for x in rows["input_ids"]]
+    labels = [np.asarray(x) for x in rows["labels"]]
+    longest = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), longest), pad_id, dtype=torch.long)
+    label_tensor = torch.full((len(ids), longest), -100, dtype=torch.long)
+    attention = torch.zeros((len(ids), longest), dtype=torch.long)
+    for i, (seq, lab) in enumerate(zip(ids, labels)):
+        input_ids[i, : len(seq)] = torch.from_numpy(seq.astype(np.int64))
+        label_tensor[i, : len(lab)] = torch.from_numpy(lab.astype(np.int64))
+        attention[i, : len(seq)] = 1
+    pixels = [np.asarray(p) for p in rows["pixel_values"] if np.asarray(p).size]
+    grids = [np.asarray(g).reshape(-1, 3) for g in rows["image_grid_thw"] if np.asarray(g).size]
+    batch = {"input_ids": input_ids, "labels": label_tensor, "attention_mask": attention}
+    if pixels:
+        batch["pixel_values"] = torch.from_numpy(np.concatenate(pixels).astype(np.float32))
+        batch["image_grid_thw"] = torch.from_numpy(np.concatenate(grids).astype(np.int64))
+    return batch
