@@ -16,7 +16,7 @@ import _bootstrap  # noqa: F401  (puts the repo root on sys.path)
 
 from mpi_ray.config import ConfigError, load_config
 from mpi_ray.config.loader import dump_config
-from mpi_ray.pipeline import StageContext, ordered, plan_lines, run_stages, stage_module
+from mpi_ray.pipeline import StageContext, ordered, plan_lines, run_stages, stage_module, with_prerequisites
 from mpi_ray.run_dir import RunDir
 
 EXIT_CONFIG = 2
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir.create(cfg)
     if args.from_stage:
         run.clear_from(stages[stages.index(args.from_stage):])
+    stages = with_prerequisites(run, stages)
     ctx = StageContext(cfg, run)
     print(f"mpi-ray TriMPI run '{cfg.run.name}' in {run.root}")
     print("plan:\n" + "\n".join(plan_lines(ctx, stages)))

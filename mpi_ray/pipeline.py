@@ -19,8 +19,8 @@ from mpi_ray.run_dir import RunDir
 STAGE_MODULES: dict[str, str | None] = {
     "model": "mpi_ray.stages.model",
     "data": "mpi_ray.stages.data",
-    "cpt": None,
-    "sft": None,
+    "cpt": "mpi_ray.stages.cpt",
+    "sft": "mpi_ray.stages.sft",
     "rl": None,
     "eval": None,
     "export": None,
@@ -45,9 +45,19 @@ class StageContext:
         return self.outputs["model"]
 
 
+PREREQUISITES = ("model", "data")  # what every later stage reads; built on demand when missing
+
+
 def ordered(stages: list[str]) -> list[str]:
     order = list(STAGE_MODULES)
     return sorted(dict.fromkeys(stages), key=order.index)
+
+
+def with_prerequisites(run: RunDir, stages: list[str]) -> list[str]:
+    """Add `model` and `data` in front when a later stage needs them and no earlier run made them."""
+    needs = any(stage not in PREREQUISITES for stage in stages)
+    missing = [p for p in PREREQUISITES if needs and p not in stages and not run.completed(p)]
+    return ordered(missing + stages)
 
 
 def stage_module(stage: str):
@@ -68,8 +78,19 @@ def plan_lines(ctx: StageContext, stages: list[str]) -> list[str]:
     return lines
 
 
+def load_earlier_outputs(ctx: StageContext, stages: list[str]) -> None:
+    """Outputs of completed stages before the first one asked for (e.g. `--stages sft` after cpt)."""
+    for stage in STAGE_MODULES:
+        if stage == stages[0]:
+            return
+        done = ctx.run.completed(stage)
+        if done:
+            ctx.outputs.update(done["outputs"])
+
+
 def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
     """Run stages in order, skipping completed ones; stop at the first one not implemented."""
+    load_earlier_outputs(ctx, stages)
     for stage in stages:
         done = ctx.run.completed(stage)
         if done:

@@ -33,3 +33,15 @@ def ray_local():
         ray.init(num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def small_clevr(out: Path, *, variant: str, train_per_policy: int, test: int, general: int, cot_fraction: float,
+                seed: int) -> Path:
+    """A small depth-2 ClevrPolicy set of 2 policies and 112-pixel images, through the dataset CLI."""
+    from mpi_ray.data.clevr_policy.__main__ import main
+
+    argv = ["--depth", "2", "--variant", variant, "--out", str(out), "--policies", "2",
+            "--train-per-policy", str(train_per_policy), "--test", str(test), "--general", str(general),
+            "--cot-fraction", str(cot_fraction), "--image-size", "112", "--seed", str(seed)]
+    assert main(argv) == 0
+    return out

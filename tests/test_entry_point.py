@@ -27,10 +27,11 @@ def test_local_ray_runs_a_task_on_loopback(ray_local) -> None:
 
 
 def test_dry_run_prints_plan_and_resolved_config(tmp_path: Path) -> None:
-    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt")
+    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt,rl")
     assert result.returncode == 0, result.stderr
     assert "model   to run" in result.stdout
-    assert "cpt     NOT IMPLEMENTED" in result.stdout
+    assert "cpt     to run           VM-CPT" in result.stdout
+    assert "rl      NOT IMPLEMENTED" in result.stdout
     assert "group_size: 6" in result.stdout
     assert (tmp_path / "config.yaml").exists()
 
@@ -52,3 +53,18 @@ def test_model_stage_builds_tiny_model_through_ray_and_resumes(tmp_path: Path) -
     assert Path(marker["outputs"]["model"], "model.safetensors").exists()
     second = _trimpi(*args)
     assert second.returncode == 0 and "already done, skipping" in second.stdout
+
+
+@pytest.mark.slow
+def test_cpt_then_sft_builds_missing_inputs_and_chains_checkpoints(tmp_path: Path) -> None:
+    small = ["model.tiny.size=xs", "data.clevr.depth=2", "data.clevr.policies=2", "data.clevr.train_per_policy=16",
+             "data.clevr.test=4", "data.clevr.general=0", "data.clevr.cot_fraction=1.0", "data.clevr.image_size=112",
+             "cpt.max_steps=2", "sft.max_steps=2", "cpt.max_seq_len=4096"]
+    result = _trimpi(f"run.dir={tmp_path}", "--stages", "cpt,sft", *small, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = {name: json.loads((tmp_path / "stages" / f"{name}.json").read_text())["outputs"]
+              for name in ("model", "data", "cpt", "sft")}  # model and data were built on demand
+    assert stages["cpt"]["from_model"] == stages["model"]["model"]
+    assert stages["sft"]["from_model"] == stages["cpt"]["model"] == str(tmp_path / "cpt" / "hf")
+    assert Path(stages["sft"]["model"], "model.safetensors").exists()
+    assert len((tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -11,6 +11,7 @@ import pytest
 
 from mpi_ray.data.schema import SAMPLE_SCHEMA
 from mpi_ray.data.shards import read_split
+from conftest import small_clevr
 from mpi_ray.data.streams import EncodeBatch, SampleErrors, StreamSpec, deterministic_context, padded_batch, stage_dataset
 
 # Each stream starts Ray Data actors that import torch + transformers (~12 s): those tests are slow.
@@ -18,13 +19,8 @@ from mpi_ray.data.streams import EncodeBatch, SampleErrors, StreamSpec, determin
 
 @pytest.fixture(scope="module")
 def clevr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mpi_ray.data.clevr_policy.__main__ import main
-
     out = tmp_path_factory.mktemp("clevr") / "data"
-    argv = ["--depth", "2", "--variant", "M", "--out", str(out), "--policies", "2", "--train-per-policy", "8",
-            "--test", "6", "--general", "4", "--cot-fraction", "0.5", "--image-size", "112", "--seed", "3"]
-    assert main(argv) == 0
-    return out
+    return small_clevr(out, variant="M", train_per_policy=8, test=6, general=4, cot_fraction=0.5, seed=3)
 
 
 def _rows(ds) -> list[dict]:

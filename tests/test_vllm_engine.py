@@ -34,17 +34,22 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.mark.slow
-def test_vllm_generates_with_image(tiny_model_dir: Path, tmp_path: Path) -> None:
+def run_vllm_generation(model_dir: Path, tmp_path: Path) -> dict:
+    """Generate with real vLLM in a fresh process (its engine spawns workers; keep them out of pytest)."""
     import json
 
     script = tmp_path / "gen.py"
     script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script), str(tiny_model_dir)], cwd=REPO,
+    result = subprocess.run([sys.executable, str(script), str(model_dir)], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
-    body = json.loads(lines[0][len("RESULT "):])
+    return json.loads(lines[0][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_vllm_generates_with_image(tiny_model_dir: Path, tmp_path: Path) -> None:
+    body = run_vllm_generation(tiny_model_dir, tmp_path)
     assert body["prompt_tokens"] > 16  # 16 visual tokens + the text
     assert len(body["samples"]) == 3
     for sample in body["samples"]:

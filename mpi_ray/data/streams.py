@@ -58,9 +58,10 @@ def _check_fields(sample: dict[str, Any]) -> None:
 class EncodeBatch:
     """The map_batches callable: one Encoder per actor, one output row per usable sample."""
 
-    def __init__(self, spec: StreamSpec, errors: Any = None):
+    def __init__(self, spec: StreamSpec, errors: Any = None, keep_ids: frozenset[str] | None = None):
         self.spec = spec
         self.errors = errors
+        self.keep_ids = keep_ids  # a learner rank's rows for one epoch; None keeps every row
         self.encoder = Encoder(spec.model_path, spec.min_pixels, spec.max_pixels, spec.max_seq_len)
 
     def encode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,6 +88,8 @@ class EncodeBatch:
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
         rows = []
         for sample in batch.to_pylist():
+            if self.keep_ids is not None and sample.get("sample_id") not in self.keep_ids:
+                continue
             try:
                 row = self.encode(sample)
             except BadSample as exc:
@@ -113,12 +116,17 @@ def stage_dataset(
     errors: Any = None,
     batch_size: int = 16,
     concurrency: int = 1,
+    sample_ids: list[str] | None = None,
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of the stage's rows, in shard order (deterministic for a dataset)."""
+    """A lazy Ray Dataset of the stage's rows, in shard order (deterministic for a dataset).
+
+    `sample_ids` restricts it to those rows (still in shard order): one learner rank's epoch.
+    """
     ds = ray.data.read_parquet(shard_paths(data_dir, split), shuffle=None)
+    keep = frozenset(sample_ids) if sample_ids is not None else None
     return ds.map_batches(
         EncodeBatch,
-        fn_constructor_kwargs={"spec": spec, "errors": errors},
+        fn_constructor_kwargs={"spec": spec, "errors": errors, "keep_ids": keep},
         batch_size=batch_size,
         batch_format="pyarrow",
         concurrency=concurrency,

@@ -1,0 +1,1 @@
+"""The one learner loop (CPT, SFT; RL reuses its strategies and checkpoints) on Ray Train."""

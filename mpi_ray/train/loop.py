@@ -1,0 +1,203 @@
+"""The learner loop each Ray Train worker runs for CPT and SFT (TorchTrainer, Train V2).
+
+Data: the driver assigns every rank an equal, seeded list of rows per epoch (`plan.py`), delivered
+as its own Ray Data stream; rows keep shard order, so a rank's stream is the same on every run and a
+resumed run skips exactly the micro-batches it had consumed. Checkpoints hold weights, optimizer,
+scheduler, the micro-step, and each rank's RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from mpi_ray.config.schema import LearnerConfig, ModelConfig, StageConfig
+from mpi_ray.data.streams import padded_batch
+from mpi_ray.model.loading import load_model, load_processor
+from mpi_ray.train.lora import apply_lora, merged
+from mpi_ray.train.losses import masked_lm_loss
+from mpi_ray.train.schedule import lr_lambda
+from mpi_ray.train.strategy import make_strategy
+
+TRAIN_STATE = "train_state.json"
+
+
+@dataclass
+class LearnerJob:
+    """Everything a worker needs, as plain data (it crosses to the workers)."""
+
+    stage: str
+    model_path: str
+    out_dir: str
+    stage_cfg: dict[str, Any]
+    learner_cfg: dict[str, Any]
+    model_cfg: dict[str, Any]
+    micro_steps_per_epoch: int
+    total_micro_steps: int
+    epochs: int
+    seed: int
+    threads: int = 1
+    fail_at_micro_step: int | None = None  # tests: the last rank dies once, in the micro-step after this one
+    dataset_names: list[list[str]] = field(default_factory=list)  # [epoch][rank]
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _all_have_batch(has_batch: bool) -> bool:
+    """Every rank must step together: stop the epoch when any rank's stream ran dry."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return has_batch
+    flag = torch.tensor([1 if has_batch else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return inputs
+
+
+def learner_loop(config: dict[str, Any]) -> None:
+    job = LearnerJob(**config)
+    stage_cfg = StageConfig.model_validate(job.stage_cfg)
+    learner_cfg = LearnerConfig.model_validate(job.learner_cfg)
+    model_cfg = ModelConfig.model_validate(job.model_cfg)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(job.threads)
+    _seed_all(job.seed + rank)
+
+    model = load_model(job.model_path, model_cfg.dtype).train()
+    if learner_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if stage_cfg.lora.enabled:
+        model = apply_lora(model, stage_cfg.lora)
+    optimizer_steps = max(1, job.total_micro_steps // stage_cfg.grad_accum)
+    factor = lr_lambda(optimizer_steps, stage_cfg.optim.warmup_ratio, stage_cfg.optim.schedule)
+    strategy = make_strategy(model, learner_cfg, stage_cfg.optim, factor, stage_cfg.grad_accum, stage_cfg.batch_size_per_worker)
+    pad_id = load_processor(job.model_path).tokenizer.pad_token_id
+
+    micro_step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            strategy.load(Path(directory))
+            micro_step = json.loads((Path(directory) / TRAIN_STATE).read_text())["micro_step"]
+            _set_rng_state(torch.load(Path(directory) / f"rng_rank{rank}.pt", weights_only=False))
+        print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}")
+
+    out = Path(job.out_dir)
+    order_log = (out / f"data_order_rank{rank}.jsonl").open("a")
+    metrics_log = (out / "metrics.jsonl").open("a") if rank == 0 else None
+    started, tokens, first_step = time.time(), 0, micro_step
+    checkpoint_every = stage_cfg.checkpoint_every * stage_cfg.grad_accum
+    for epoch in range(job.epochs):
+        epoch_start = epoch * job.micro_steps_per_epoch
+        if micro_step >= min(epoch_start + job.micro_steps_per_epoch, job.total_micro_steps):
+            continue
+        skip = micro_step - epoch_start
+        shard = ray.train.get_dataset_shard(job.dataset_names[epoch][rank])
+        batches = shard.iter_batches(batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True)
+        iterator = iter(batches)
+        for index in range(job.micro_steps_per_epoch):
+            if micro_step >= job.total_micro_steps:
+                break
+            rows = next(iterator, None)
+            if not _all_have_batch(rows is not None):
+                print(f"[{job.stage}] epoch {epoch}: a rank's stream ended early (skipped bad samples); next epoch")
+                break
+            if index < skip:
+                continue  # consumed before the restart; its update is in the checkpoint
+            batch = padded_batch(rows, pad_id)
+            labels = batch["labels"]
+            loss, grad_norm = strategy.train_step(lambda m: masked_lm_loss(m(**_model_inputs(batch)).logits, labels)[0])
+            micro_step += 1
+            tokens += int(batch["attention_mask"].sum())
+            if job.fail_at_micro_step and micro_step == job.fail_at_micro_step + 1 and rank == world - 1:
+                _die_once(out, rank, micro_step)
+            order_log.write(json.dumps({"micro_step": micro_step, "epoch": epoch, "ids": [str(i) for i in rows["sample_id"]]}) + "\n")
+            order_log.flush()
+            if grad_norm is None and micro_step < job.total_micro_steps:
+                continue
+            _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, started, first_step,
+                    checkpoint_every, metrics_log)
+    order_log.close()
+    _export(job, strategy, rank)
+
+
+def _die_once(out: Path, rank: int, micro_step: int) -> None:
+    """The worker-failure drill: this rank's process dies mid-step, once per run directory."""
+    marker = out / "simulated_worker_death"
+    if marker.exists():
+        return
+    marker.write_text(f"rank {rank} died in micro-step {micro_step}\n")
+    time.sleep(3)  # a crash a few seconds after the checkpoint, once Ray Train's controller has registered it
+    print(f"rank {rank}: simulated worker death in micro-step {micro_step}", flush=True)
+    os._exit(1)
+
+
+def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: int, loss: float,
+            grad_norm: float | None, tokens: int, started: float, first_step: int, checkpoint_every: int,
+            metrics_log: Any) -> None:
+    elapsed = max(time.time() - started, 1e-6)
+    done = micro_step - first_step
+    eta = (job.total_micro_steps - micro_step) * elapsed / max(done, 1)
+    metrics = {"stage": job.stage, "micro_step": micro_step, "epoch": epoch, "loss": loss, "lr": strategy.lr,
+               "grad_norm": grad_norm, "tokens": tokens, "time": time.time(), "tokens_per_s": tokens / elapsed, "eta_s": eta}
+    is_last = micro_step >= job.total_micro_steps
+    if metrics_log:
+        metrics_log.write(json.dumps(metrics) + "\n")
+        metrics_log.flush()
+        print(f"[{job.stage}] step {micro_step}/{job.total_micro_steps} loss {loss:.4f} lr {strategy.lr:.2e} "
+              f"{metrics['tokens_per_s']:.0f} tok/s ETA {eta:.0f}s", flush=True)
+    if micro_step % checkpoint_every and not is_last:
+        # Metrics go to the JSONL file; Ray Train gets a report only with a checkpoint, because its
+        # controller takes one report per worker per poll and a lagging queue loses checkpoints on a crash.
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory)
+        strategy.save(path, rank)
+        torch.save(_rng_state(), path / f"rng_rank{rank}.pt")
+        if rank == 0:
+            (path / TRAIN_STATE).write_text(json.dumps({"micro_step": micro_step, "epoch": epoch}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _export(job: LearnerJob, strategy: Any, rank: int) -> None:
+    """The stage's result as a Hugging Face folder (LoRA merged) that the next stage, vLLM and Serve load."""
+    hf_dir = Path(job.out_dir) / "hf"
+    with strategy.gathered() as module:
+        if rank == 0:
+            model = merged(module)
+            model.save_pretrained(hf_dir)
+            load_processor(job.model_path).save_pretrained(hf_dir)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,57 @@
+"""The data plan of a learner stage: which rows each rank reads in each epoch, and how many steps.
+
+Every epoch is a seeded permutation of the stage's rows dealt round-robin to the ranks, cut to equal
+length (DDP needs every rank to step the same number of times); each rank then reads its rows in
+shard order. Pure and deterministic: the same config gives the same plan on every run and restart.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from mpi_ray.data.shards import shard_paths
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    assignments: list[list[list[str]]]  # [epoch][rank] -> sample ids, in shard order
+    micro_steps_per_epoch: int
+    total_micro_steps: int
+
+    @property
+    def epochs(self) -> int:
+        return len(self.assignments)
+
+
+def eligible_ids(data_dir: str, split: str, needs_cot: bool) -> list[str]:
+    """Sample ids of the split in shard order (only those with a CoT when the stage needs one)."""
+    ids: list[str] = []
+    for path in shard_paths(data_dir, split):
+        table = pq.read_table(path, columns=["sample_id", "cot"])
+        for sample_id, cot in zip(table["sample_id"].to_pylist(), table["cot"].to_pylist()):
+            if cot or not needs_cot:
+                ids.append(sample_id)
+    return ids
+
+
+def make_plan(ids: list[str], world: int, micro_batch: int, epochs: float, seed: int, max_micro_steps: int | None) -> DataPlan:
+    per_rank = len(ids) // world
+    micro_per_epoch = per_rank // micro_batch
+    if micro_per_epoch == 0:
+        raise ValueError(f"{len(ids)} rows cannot give {world} workers one batch of {micro_batch} each")
+    total = int(epochs * micro_per_epoch)
+    if max_micro_steps is not None:
+        total = min(total, max_micro_steps)
+    total = max(total, 1)
+    position = {sample_id: index for index, sample_id in enumerate(ids)}
+    assignments = []
+    for epoch in range(math.ceil(total / micro_per_epoch)):
+        order = list(ids)
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        ranks = [sorted(order[r::world][: micro_per_epoch * micro_batch], key=position.__getitem__) for r in range(world)]
+        assignments.append(ranks)
+    return DataPlan(assignments, micro_per_epoch, total)

@@ -1,0 +1,76 @@
+"""Driver side of a learner stage: plan the data, start Ray Train's TorchTrainer, return the HF export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from mpi_ray.config.schema import PipelineConfig, StageConfig
+from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
+from mpi_ray.train.loop import LearnerJob, learner_loop
+from mpi_ray.train.plan import eligible_ids, make_plan
+
+
+def scaling(cfg: PipelineConfig, workers: int) -> ScalingConfig:
+    res = cfg.resources
+    per_worker = {"CPU": res.cpus_per_learner}
+    if res.use_gpu:
+        per_worker["GPU"] = res.gpus_per_learner
+    return ScalingConfig(num_workers=workers, use_gpu=res.use_gpu, resources_per_worker=per_worker)
+
+
+def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir: str, out_dir: Path,
+                      max_failures: int = 2, fail_at_micro_step: int | None = None) -> dict[str, Any]:
+    """Train `stage` ("cpt" or "sft") from `model_path` on `data_dir`; the export lands in out_dir/hf."""
+    stage_cfg: StageConfig = getattr(cfg, stage)
+    target = getattr(stage_cfg, "target", "cot")
+    workers = stage_cfg.workers or cfg.resources.learner_workers
+    needs_cot = stage == "cpt" or target == "cot"
+    ids = eligible_ids(data_dir, "train", needs_cot)
+    max_micro = stage_cfg.max_steps * stage_cfg.grad_accum if stage_cfg.max_steps else None
+    plan = make_plan(ids, workers, stage_cfg.batch_size_per_worker, stage_cfg.epochs, cfg.run.seed, max_micro)
+
+    deterministic_context()
+    errors = SampleErrors.remote()
+    spec = StreamSpec(stage="cpt" if stage == "cpt" else "sft", model_path=model_path, target=target,
+                      min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
+                      max_seq_len=stage_cfg.max_seq_len, on_bad_sample=cfg.data.on_bad_sample)
+    datasets, names = {}, []
+    for epoch, ranks in enumerate(plan.assignments):
+        names.append([])
+        for rank, rank_ids in enumerate(ranks):
+            name = f"e{epoch}_r{rank}"
+            datasets[name] = stage_dataset(data_dir, "train", spec, errors, sample_ids=rank_ids)
+            names[-1].append(name)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = LearnerJob(
+        stage=stage, model_path=model_path, out_dir=str(out_dir), stage_cfg=stage_cfg.model_dump(mode="json"),
+        learner_cfg=cfg.learner.model_dump(mode="json"), model_cfg=cfg.model.model_dump(mode="json"),
+        micro_steps_per_epoch=plan.micro_steps_per_epoch, total_micro_steps=plan.total_micro_steps,
+        epochs=plan.epochs, seed=cfg.run.seed, threads=max(1, int(cfg.resources.cpus_per_learner)),
+        fail_at_micro_step=fail_at_micro_step, dataset_names=names,
+    )
+    print(f"[{stage}] {len(ids)} rows, {workers} workers x batch {stage_cfg.batch_size_per_worker}: "
+          f"{plan.micro_steps_per_epoch} micro-steps an epoch, {plan.total_micro_steps} in all ({cfg.learner.strategy})")
+    trainer = TorchTrainer(
+        learner_loop,
+        train_loop_config=job.to_config(),
+        scaling_config=scaling(cfg, workers),
+        run_config=RunConfig(
+            name=stage,
+            storage_path=str(out_dir.parent / "ray_train"),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
+    result = trainer.fit()
+    skipped = ray.get(errors.report.remote())
+    return {"model": str(out_dir / "hf"), "micro_steps": plan.total_micro_steps, "skipped_samples": len(skipped),
+            "final_loss": (result.metrics or {}).get("loss")}
