@@ -22,7 +22,7 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from mpi_ray.config.schema import LearnerConfig, ModelConfig, StageConfig
+from mpi_ray.config.schema import LearnerConfig, ModelConfig, SftConfig, StageConfig
 from mpi_ray.data.streams import padded_batch
 from mpi_ray.model.loading import load_model, load_processor
 from mpi_ray.train.lora import apply_lora, merged
@@ -87,7 +87,7 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def learner_loop(config: dict[str, Any]) -> None:
     job = LearnerJob(**config)
-    stage_cfg = StageConfig.model_validate(job.stage_cfg)
+    stage_cfg = (SftConfig if job.stage == "sft" else StageConfig).model_validate(job.stage_cfg)
     learner_cfg = LearnerConfig.model_validate(job.learner_cfg)
     model_cfg = ModelConfig.model_validate(job.model_cfg)
     context = ray.train.get_context()
