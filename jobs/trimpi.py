@@ -30,7 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--from-stage", help="redo this stage and every later one even if already done")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, run nothing")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after --stages
 
 
 def main(argv: list[str] | None = None) -> int:

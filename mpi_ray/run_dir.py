@@ -4,12 +4,14 @@
     <run.dir>/model/                 the tiny base model (when model.name_or_path is null)
     <run.dir>/data/                  dataset shards + manifest (when data.dir is null)
     <run.dir>/<stage>/               a stage's work: checkpoints, metrics.jsonl, hf/ (its HF export)
+    <run.dir>/ray_train/<stage>/     Ray Train's checkpoints of a learner stage
     <run.dir>/stages/<stage>.json    marker of a completed stage, with its outputs
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,5 +47,8 @@ class RunDir:
         self.marker(stage).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
     def clear_from(self, stages: list[str]) -> None:
+        """Forget these stages: markers, work folders and Ray Train checkpoints (a redo starts fresh)."""
         for stage in stages:
             self.marker(stage).unlink(missing_ok=True)
+            shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
+            shutil.rmtree(self.root / "ray_train" / stage, ignore_errors=True)

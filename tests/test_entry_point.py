@@ -68,3 +68,17 @@ def test_cpt_then_sft_builds_missing_inputs_and_chains_checkpoints(tmp_path: Pat
     assert stages["sft"]["from_model"] == stages["cpt"]["model"] == str(tmp_path / "cpt" / "hf")
     assert Path(stages["sft"]["model"], "model.safetensors").exists()
     assert len((tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_from_stage_forgets_markers_work_and_train_checkpoints(tmp_path: Path) -> None:
+    from mpi_ray.config import load_config
+    from mpi_ray.run_dir import RunDir
+
+    run = RunDir.create(load_config(None, [f"run.dir={tmp_path}"]))
+    for stage in ("data", "cpt"):
+        run.mark_done(stage, {"x": stage}, seconds=1.0)
+        (run.stage_dir(stage) / "hf").mkdir(parents=True)
+        (tmp_path / "ray_train" / stage).mkdir(parents=True)
+    run.clear_from(["cpt"])
+    assert run.completed("data") and (tmp_path / "data" / "hf").exists() and (tmp_path / "ray_train" / "data").exists()
+    assert not run.completed("cpt") and not (tmp_path / "cpt").exists() and not (tmp_path / "ray_train" / "cpt").exists()

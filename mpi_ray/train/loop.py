@@ -115,8 +115,9 @@ def learner_loop(config: dict[str, Any]) -> None:
         print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}")
 
     out = Path(job.out_dir)
-    order_log = (out / f"data_order_rank{rank}.jsonl").open("a")
-    metrics_log = (out / "metrics.jsonl").open("a") if rank == 0 else None
+    mode = "a" if checkpoint else "w"  # a restart appends to its own run's logs; a fresh run starts them anew
+    order_log = (out / f"data_order_rank{rank}.jsonl").open(mode)
+    metrics_log = (out / "metrics.jsonl").open(mode) if rank == 0 else None
     started, tokens, first_step = time.time(), 0, micro_step
     checkpoint_every = stage_cfg.checkpoint_every * stage_cfg.grad_accum
     for epoch in range(job.epochs):
