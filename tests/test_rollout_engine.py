@@ -1,0 +1,62 @@
+"""The rollout engine (real vLLM in a Ray actor): log-probs that match the learner's, generation with
+log-probs and versions, and the weight-sync check (still open, see the xfail)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mpi_ray.config.schema import RolloutConfig
+
+pytestmark = pytest.mark.slow
+
+SEQUENCE = "<|im_start|>user\nAccording to Policy: L4-Simuna, which case?<|im_end|>\n<|im_start|>assistant\n\\boxed{Case 3}"
+PROMPT = {"prompt": SEQUENCE, "images": []}
+
+
+def _hf_logprobs(model: torch.nn.Module, ids: list[int]) -> list[float]:
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], dim=-1)
+    return logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+
+@pytest.fixture(scope="module")
+def engine(ray_local, tiny_model_dir: Path):
+    from mpi_ray.rollout.engine import RolloutActor
+
+    cfg = RolloutConfig(max_prompt_len=512, max_response_len=64, max_num_seqs=16)
+    actor = RolloutActor.options(num_cpus=1).remote(str(tiny_model_dir), cfg, 0)
+    yield actor
+    ray_local.kill(actor)
+
+
+def test_engine_logprobs_match_the_learner_and_samples_carry_logprobs(ray_local, engine, tiny_model_dir: Path) -> None:
+    from mpi_ray.model.loading import load_model, load_processor
+
+    ids = load_processor(tiny_model_dir).tokenizer(SEQUENCE)["input_ids"]
+    engine_logp = ray_local.get(engine.prompt_logprobs.remote(PROMPT))
+    assert engine_logp == pytest.approx(_hf_logprobs(load_model(tiny_model_dir).eval(), ids), abs=2e-3)
+    result = ray_local.get(engine.generate.remote([PROMPT], n=3, max_tokens=8))
+    assert result["version"] == 0 and len(result["samples"][0]) == 3
+    for sample in result["samples"][0]:
+        assert len(sample["logprobs"]) == len(sample["token_ids"]) >= 1
+
+
+@pytest.mark.xfail(reason="open (issue 6): vLLM's Qwen2.5-VL load_weights on CPU fails with "
+                          "'Parameter' object has no attribute 'weight_loader'")
+def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine, tmp_path: Path,
+                                                             tiny_model_dir: Path) -> None:
+    from mpi_ray.model.loading import load_model, load_processor
+    from mpi_ray.model.tiny import build_tiny
+
+    ids = load_processor(tiny_model_dir).tokenizer(SEQUENCE)["input_ids"]
+    new_model = load_model(build_tiny(tmp_path / "seed1", size="xs", seed=1)).eval()
+    named = [(name, tensor.detach().clone()) for name, tensor in new_model.state_dict().items()]
+    assert ray_local.get(engine.load_weights.remote(ray_local.put(named), 1)) == 1
+    after = ray_local.get(engine.prompt_logprobs.remote(PROMPT))
+    assert after == pytest.approx(_hf_logprobs(new_model, ids), abs=2e-3)
+    with pytest.raises(ray_local.exceptions.RayTaskError, match="not newer"):
+        ray_local.get(engine.load_weights.remote(named, 1))
