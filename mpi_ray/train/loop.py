@@ -81,8 +81,8 @@ def _all_have_batch(has_batch: bool) -> bool:
 
 
 def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    return inputs
+    """The forward's inputs; labels stay out so the loss is ours (Eq. 2), not the model's."""
+    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 def learner_loop(config: dict[str, Any]) -> None:
