@@ -23,7 +23,7 @@ import ray
 from mpi_ray.data.clevr_policy.__main__ import main as generate_clevr
 from mpi_ray.data.shards import read_split
 from mpi_ray.data.streams import EncodeBatch, StreamSpec, deterministic_context, padded_batch, stage_dataset
-from mpi_ray.model.loading import load_model
+from mpi_ray.model.loading import load_model, visual_tokens
 from mpi_ray.model.tiny import build_tiny
 
 
@@ -34,7 +34,7 @@ def stream(data_dir: str, spec: StreamSpec, batch: int) -> tuple[float, float, l
     first_at, batches = None, []
     for rows_batch in ds.iter_batches(batch_size=batch, batch_format="numpy"):
         first_at = first_at or time.perf_counter()
-        batches.append(padded_batch(rows_batch, pad_id=0))
+        batches.append(padded_batch(rows_batch, pad_id=0, image_token_id=visual_tokens(spec.model_path).image))
     return time.perf_counter() - start, first_at - start, batches
 
 

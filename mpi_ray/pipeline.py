@@ -21,7 +21,7 @@ STAGE_MODULES: dict[str, str | None] = {
     "data": "mpi_ray.stages.data",
     "cpt": "mpi_ray.stages.cpt",
     "sft": "mpi_ray.stages.sft",
-    "rl": None,
+    "rl": "mpi_ray.stages.rl",
     "eval": None,
     "export": None,
     "serve": None,

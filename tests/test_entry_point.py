@@ -27,11 +27,12 @@ def test_local_ray_runs_a_task_on_loopback(ray_local) -> None:
 
 
 def test_dry_run_prints_plan_and_resolved_config(tmp_path: Path) -> None:
-    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt,rl")
+    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt,rl,eval")
     assert result.returncode == 0, result.stderr
     assert "model   to run" in result.stdout
     assert "cpt     to run           VM-CPT" in result.stdout
-    assert "rl      NOT IMPLEMENTED" in result.stdout
+    assert "rl      to run           poro-grpo" in result.stdout
+    assert "eval    NOT IMPLEMENTED" in result.stdout
     assert "group_size: 6" in result.stdout
     assert (tmp_path / "config.yaml").exists()
 

@@ -45,8 +45,6 @@ def test_engine_logprobs_match_the_learner_and_samples_carry_logprobs(ray_local,
         assert len(sample["logprobs"]) == len(sample["token_ids"]) >= 1
 
 
-@pytest.mark.xfail(reason="open (issue 6): vLLM's Qwen2.5-VL load_weights on CPU fails with "
-                          "'Parameter' object has no attribute 'weight_loader'")
 def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine, tmp_path: Path,
                                                              tiny_model_dir: Path) -> None:
     from mpi_ray.model.loading import load_model, load_processor

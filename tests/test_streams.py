@@ -8,9 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from mpi_ray.data.schema import SAMPLE_SCHEMA
 from mpi_ray.data.shards import read_split
+from mpi_ray.model.loading import visual_tokens
 from conftest import small_clevr
 from mpi_ray.data.streams import EncodeBatch, SampleErrors, StreamSpec, deterministic_context, padded_batch, stage_dataset
 
@@ -42,8 +44,12 @@ def test_stage_streams_yield_what_each_consumer_needs(ray_local, clevr_dir: Path
         assert np.array_equal(a["input_ids"], b["input_ids"]) and np.array_equal(a["labels"], b["labels"])
         assert np.array_equal(a["pixel_values"], b["pixel_values"])
 
-    batch = padded_batch({k: [r[k] for r in cpt[:2]] for k in cpt[0]}, pad_id=0)
+    image_id = visual_tokens(model).image
+    batch = padded_batch({k: [r[k] for r in cpt[:2]] for k in cpt[0]}, pad_id=0, image_token_id=image_id)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    # M-RoPE needs the image positions marked: exactly the image tokens, one row per sample
+    assert torch.equal(batch["mm_token_type_ids"].bool(), batch["input_ids"] == image_id)
+    assert int(batch["mm_token_type_ids"].sum()) == int((batch["image_grid_thw"].prod(1) // 4).sum())
     assert batch["pixel_values"].shape[1] == 1176 and batch["image_grid_thw"].shape[1] == 3
 
     rl = _rows(stage_dataset(str(clevr_dir), "train", StreamSpec("rl", model)))

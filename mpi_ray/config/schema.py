@@ -114,6 +114,8 @@ class RLConfig(Section):
     rollout_batch: int = Field(384, ge=1)  # prompts per RL step
     group_size: int = Field(5, ge=2)  # G; PoRo adds G policy-aware samples per prompt
     update_batch: int = Field(32, ge=1)  # sequences per optimizer step (all workers)
+    micro_batch_per_worker: int = Field(4, ge=1)  # sequences per forward/backward on one worker
+    prompt_rows: Literal["non_cot", "all"] = "non_cot"  # the paper runs RL on the rows without a CoT
     ppo_epochs: int = Field(1, ge=1)
     clip_low: float = Field(0.2, gt=0, lt=1)
     clip_high: float = Field(0.3, gt=0, lt=1)
@@ -150,6 +152,9 @@ class RolloutConfig(Section):
     enforce_eager: bool = True
     weight_sync: Literal["object_store", "nccl"] = "object_store"
     max_num_seqs: int = Field(64, ge=1)
+    verify_sync: bool = True  # after each sync every engine's probe log-probs must match the learner's
+    verify_sync_tol: float = Field(0.05, gt=0)  # max |engine - learner| log-prob per probe token
+    max_engine_restarts: int = Field(3, ge=0)  # per step: a dead engine is replaced and its prompts re-issued
 
 
 class LearnerConfig(Section):
@@ -170,7 +175,6 @@ class ResourcesConfig(Section):
     gpus_per_learner: float = Field(0, ge=0)
     cpus_per_engine: float = Field(1, gt=0)
     gpus_per_engine: float = Field(0, ge=0)
-    colocate_rollout: bool = False  # engines share the learners' GPUs (they sleep during updates)
 
 
 class EvalConfig(Section):
@@ -235,14 +239,31 @@ def cross_field_problems(cfg: PipelineConfig) -> list[str]:
         problems.append("rl.reward.accuracy_weight + rl.reward.format_weight must be > 0")
     if cfg.learner.precision == "bf16" and not res.use_gpu:
         problems.append("learner.precision=bf16 needs resources.use_gpu=true (CPU learners run fp32)")
-    if rollout.weight_sync == "nccl" and not res.use_gpu:
-        problems.append("rollout.weight_sync=nccl needs resources.use_gpu=true; on CPU use object_store")
+    if rollout.weight_sync == "nccl":
+        problems.append("rollout.weight_sync=nccl is not implemented yet; use object_store (it also runs on GPU clusters)")
+    problems.extend(_rl_batch_problems(cfg))
     if res.use_gpu and (res.gpus_per_learner <= 0 or res.gpus_per_engine <= 0):
         problems.append("resources.use_gpu=true needs resources.gpus_per_learner > 0 and resources.gpus_per_engine > 0")
     if cfg.model.min_pixels > cfg.model.max_pixels:
         problems.append(f"model.min_pixels={cfg.model.min_pixels} must be <= model.max_pixels={cfg.model.max_pixels}")
     problems.extend(_resource_problems(cfg))
     return problems
+
+
+def _rl_batch_problems(cfg: PipelineConfig) -> list[str]:
+    """A step's sequences split into whole update batches, and those into whole micro-batches per worker."""
+    rl = cfg.rl
+    workers = rl.workers or cfg.resources.learner_workers
+    sequences = rl.rollout_batch * rl.group_size * (2 if rl.uses_poro else 1)
+    if sequences % rl.update_batch:
+        return [f"rl.rollout_batch={rl.rollout_batch} x rl.group_size={rl.group_size}"
+                f"{' x 2 (PoRo)' if rl.uses_poro else ''} = {sequences} sequences a step must be a multiple of rl.update_batch={rl.update_batch}"]
+    if rl.update_batch % workers:
+        return [f"rl.update_batch={rl.update_batch} must be a multiple of the {workers} RL learner workers (rl.workers or resources.learner_workers)"]
+    if (rl.update_batch // workers) % rl.micro_batch_per_worker:
+        return [f"rl.update_batch={rl.update_batch} / {workers} workers = {rl.update_batch // workers} sequences per worker must be a "
+                f"multiple of rl.micro_batch_per_worker={rl.micro_batch_per_worker}"]
+    return []
 
 
 def _resource_problems(cfg: PipelineConfig) -> list[str]:
@@ -259,7 +280,7 @@ def _resource_problems(cfg: PipelineConfig) -> list[str]:
         )
     engine_gpus = engines * res.gpus_per_engine * rollout.tensor_parallel
     learner_gpus = learners * res.gpus_per_learner
-    gpus = max(engine_gpus, learner_gpus) if res.colocate_rollout else engine_gpus + learner_gpus
+    gpus = engine_gpus + learner_gpus  # colocation = fractional GPUs (e.g. 0.5 + 0.5): Ray packs them
     if gpus > res.cluster_gpus:
         problems.append(
             f"rollout.engines={engines} (x{rollout.tensor_parallel} tensor parallel, {res.gpus_per_engine} GPU each) and "

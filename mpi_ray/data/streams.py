@@ -139,8 +139,13 @@ def deterministic_context() -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = True
 
 
-def padded_batch(rows: dict[str, np.ndarray], pad_id: int) -> dict[str, Any]:
-    """Collate learner rows: right-pad ids/labels to the longest row, concatenate pixel patches."""
+def padded_batch(rows: dict[str, np.ndarray], pad_id: int, image_token_id: int) -> dict[str, Any]:
+    """Collate learner rows: right-pad ids/labels to the longest row, concatenate pixel patches.
+
+    `mm_token_type_ids` (1 on image tokens) is what makes Qwen2.5-VL compute its 3-D (M-RoPE)
+    positions for the image tokens, as vLLM does; without it transformers falls back to 1-D positions
+    and the learner trains a different model than the one that samples and serves.
+    """
     import torch
 
     ids = [np.asarray(x) for x in rows["input_ids"]]
@@ -159,4 +164,5 @@ def padded_batch(rows: dict[str, np.ndarray], pad_id: int) -> dict[str, Any]:
     if pixels:
         batch["pixel_values"] = torch.from_numpy(np.concatenate(pixels).astype(np.float32))
         batch["image_grid_thw"] = torch.from_numpy(np.concatenate(grids).astype(np.int64))
+        batch["mm_token_type_ids"] = (input_ids == image_token_id).long() * attention
     return batch

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from mpi_ray.config.schema import RolloutConfig
+from mpi_ray.model.loading import visual_tokens
 
 
 def _images(blobs: list[bytes]) -> list[Image.Image]:
@@ -41,6 +42,10 @@ class RolloutEngine:
         )
         self.cfg = cfg
         self.version = 0
+        # A sampled <|image_pad|> / <|video_pad|> would be one more image token than there are image
+        # features when the learner re-scores the response ("image features and image tokens do not match").
+        visual = visual_tokens(model_path)
+        self.no_visual_tokens = {token: -100.0 for token in visual.masked}
 
     def generate(self, prompts: list[dict[str, Any]], n: int, max_tokens: int | None = None,
                  temperature: float | None = None) -> dict[str, Any]:
@@ -49,7 +54,7 @@ class RolloutEngine:
 
         params = SamplingParams(
             n=n, temperature=self.cfg.temperature if temperature is None else temperature, top_p=self.cfg.top_p,
-            max_tokens=max_tokens or self.cfg.max_response_len, logprobs=0,
+            max_tokens=max_tokens or self.cfg.max_response_len, logprobs=0, logit_bias=self.no_visual_tokens,
         )
         inputs = [{"prompt": p["prompt"], "multi_modal_data": {"image": _images(p["images"])}} if p["images"]
                   else {"prompt": p["prompt"]} for p in prompts]
@@ -77,7 +82,12 @@ class RolloutEngine:
         buffer = io.BytesIO()
         torch.save(named, buffer)
         self.llm.collective_rpc("load_named_weights", args=(buffer.getvalue(),))
+        # Everything computed with the old weights goes: cached prefixes, and the vision encoder's outputs
+        # (the workers drop theirs on reload; the scheduler's record of them must go too, or it asks the
+        # workers for an encoder output they no longer hold: "Encoder cache miss").
         self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
         self.version = version
         return self.version
 

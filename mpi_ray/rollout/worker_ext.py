@@ -20,6 +20,8 @@ class WeightSyncExtension:
         Bytes, because vLLM's RPC serializer does not carry tensors inside nested containers.
         """
         named: list[tuple[str, torch.Tensor]] = torch.load(io.BytesIO(payload), weights_only=True)
-        model: Any = self.model_runner.model  # type: ignore[attr-defined]
-        model.load_weights(weights=iter(named))
+        # vLLM's in-place reload, not model.load_weights: on CPU the linear layers were repacked for oneDNN
+        # after the first load, and reload restores their loaders, copies, then repacks again.
+        worker: Any = self
+        worker.reload_weights(weights_iterator=iter(named))
         return len(named)

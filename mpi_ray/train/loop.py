@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from mpi_ray.config.schema import LearnerConfig, ModelConfig, SftConfig, StageConfig
 from mpi_ray.data.streams import padded_batch
-from mpi_ray.model.loading import load_model, load_processor
+from mpi_ray.model.loading import load_model, load_processor, visual_tokens
 from mpi_ray.train.lora import apply_lora, merged
 from mpi_ray.train.losses import masked_lm_loss
 from mpi_ray.train.schedule import lr_lambda
@@ -55,7 +55,7 @@ class LearnerJob:
         return asdict(self)
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -93,7 +93,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(job.threads)
-    _seed_all(job.seed + rank)
+    seed_all(job.seed + rank)
 
     model = load_model(job.model_path, model_cfg.dtype).train()
     if learner_cfg.gradient_checkpointing:
@@ -104,6 +104,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     factor = lr_lambda(optimizer_steps, stage_cfg.optim.warmup_ratio, stage_cfg.optim.schedule)
     strategy = make_strategy(model, learner_cfg, stage_cfg.optim, factor, stage_cfg.grad_accum, stage_cfg.batch_size_per_worker)
     pad_id = load_processor(job.model_path).tokenizer.pad_token_id
+    image_token_id = visual_tokens(job.model_path).image
 
     micro_step = 0
     checkpoint = ray.train.get_checkpoint()
@@ -137,7 +138,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                 break
             if index < skip:
                 continue  # consumed before the restart; its update is in the checkpoint
-            batch = padded_batch(rows, pad_id)
+            batch = padded_batch(rows, pad_id, image_token_id)
             labels = batch["labels"]
             loss, grad_norm = strategy.train_step(lambda m: masked_lm_loss(m(**_model_inputs(batch)).logits, labels)[0])
             micro_step += 1
@@ -151,7 +152,7 @@ def learner_loop(config: dict[str, Any]) -> None:
             _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, started, first_step,
                     checkpoint_every, metrics_log)
     order_log.close()
-    _export(job, strategy, rank)
+    export_hf(job.out_dir, job.model_path, strategy, rank)
 
 
 def _die_once(out: Path, rank: int, micro_step: int) -> None:
@@ -192,13 +193,13 @@ def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: i
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _export(job: LearnerJob, strategy: Any, rank: int) -> None:
+def export_hf(out_dir: str, processor_from: str, strategy: Any, rank: int) -> None:
     """The stage's result as a Hugging Face folder (LoRA merged) that the next stage, vLLM and Serve load."""
-    hf_dir = Path(job.out_dir) / "hf"
+    hf_dir = Path(out_dir) / "hf"
     with strategy.gathered() as module:
         if rank == 0:
             model = merged(module)
             model.save_pretrained(hf_dir)
-            load_processor(job.model_path).save_pretrained(hf_dir)
+            load_processor(processor_from).save_pretrained(hf_dir)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

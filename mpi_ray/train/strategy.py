@@ -36,6 +36,11 @@ class DDPStrategy:
         self.grad_accum = grad_accum
         self.micro = 0
 
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        """What a gradient-free forward (old / reference log-probs) runs through."""
+        return self.module
+
     def train_step(self, compute_loss: ComputeLoss) -> tuple[float, float | None]:
         self.micro += 1
         boundary = self.micro % self.grad_accum == 0
@@ -98,6 +103,11 @@ class DeepSpeedStrategy:
             lr_scheduler=lambda optimizer: LambdaLR(optimizer, lr_factor),
         )
         self.module = module
+
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        """What a gradient-free forward runs through: the engine, which gathers ZeRO-3 shards."""
+        return self.engine
 
     def train_step(self, compute_loss: ComputeLoss) -> tuple[float, float | None]:
         boundary = self.engine.is_gradient_accumulation_boundary()

@@ -1,0 +1,117 @@
+"""The rollout pool: N vLLM engine actors behind one call, with weight sync and restarts.
+
+`generate` spreads prompts over the engines and gathers the samples in prompt order. An engine that
+dies is replaced by a fresh actor that first loads the latest weights (so it never samples with the
+start-of-RL weights by accident; Ray's own actor restart would do exactly that), then its prompts are
+re-issued. Every result is checked to carry the version the pool expects.
+
+Placement: one actor per engine with `resources.cpus_per_engine` / `gpus_per_engine`; with
+`rollout.tensor_parallel` > 1 each engine gets a placement group of one GPU bundle per shard and vLLM
+starts its tensor-parallel workers inside it (Ray executor).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from mpi_ray.config.schema import ResourcesConfig, RolloutConfig
+from mpi_ray.rollout.engine import RolloutActor
+from mpi_ray.rollout.weight_sync import verify
+
+
+class RolloutPool:
+    def __init__(self, model_path: str, rollout: RolloutConfig, resources: ResourcesConfig, seed: int,
+                 max_images: int, name_prefix: str = "mpi-ray-rollout"):
+        self.model_path, self.rollout, self.resources = model_path, rollout, resources
+        self.seed, self.max_images, self.name_prefix = seed, max_images, name_prefix
+        self.version = 0
+        self.weights: list[Any] | None = None  # [ObjectRef] of the weights of `version` (None: the start weights)
+        self.restarts = 0
+        self.placement_groups: list[Any] = [None] * rollout.engines
+        self.engines = [self._start(index) for index in range(rollout.engines)]
+        ray.get([engine.get_version.remote() for engine in self.engines])  # wait until every engine is up
+
+    def _start(self, index: int) -> Any:
+        res, rollout = self.resources, self.rollout
+        # The name carries the restart count: a killed actor's name is not free at once.
+        options: dict[str, Any] = {"name": f"{self.name_prefix}-{index}.{self.restarts}", "num_cpus": res.cpus_per_engine, "max_restarts": 0}
+        if res.use_gpu and rollout.tensor_parallel > 1:
+            if self.placement_groups[index] is None:
+                bundles = [{"GPU": 1, "CPU": res.cpus_per_engine}] * rollout.tensor_parallel
+                self.placement_groups[index] = placement_group(bundles, strategy="PACK")
+                ray.get(self.placement_groups[index].ready())
+            options["num_gpus"] = 0
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self.placement_groups[index], placement_group_capture_child_tasks=True)
+        elif res.use_gpu:
+            options["num_gpus"] = res.gpus_per_engine
+        engine = RolloutActor.options(**options).remote(self.model_path, rollout, self.seed + index, self.max_images,
+                                                       "bfloat16" if res.use_gpu else "float32")
+        if self.weights is not None:
+            engine.load_weights.remote(self.weights[0], self.version)  # queued before any generate
+        return engine
+
+    def _replace(self, index: int, error: Exception) -> None:
+        self.restarts += 1
+        print(f"[rollout] engine {index} died ({type(error).__name__}); starting a replacement with weights "
+              f"v{self.version} and re-issuing its prompts", flush=True)
+        try:
+            ray.kill(self.engines[index])
+        except Exception:  # noqa: BLE001 - it is already gone
+            pass
+        self.engines[index] = self._start(index)
+
+    def load_weights(self, weights: list[Any], version: int, probe: list[float] | None) -> tuple[float, float | None]:
+        """Every engine takes the weights of `version` (an ObjectRef in a list), then, with `probe` (the
+        learner's probe log-probs) and rollout.verify_sync, proves it. Returns (seconds, max probe diff)."""
+        start = time.perf_counter()
+        self.weights, self.version = weights, version
+        loads = [engine.load_weights.remote(weights[0], version) for engine in self.engines]
+        for index, load in enumerate(loads):
+            try:
+                ray.get(load)
+            except ray.exceptions.RayActorError as error:
+                self._replace(index, error)
+        seconds = time.perf_counter() - start
+        if probe is None or not self.rollout.verify_sync:
+            return seconds, None
+        return seconds, verify(self.engines, probe, self.rollout.verify_sync_tol)
+
+    def generate(self, prompts: list[dict[str, Any]], n: int, kill_engine: int | None = None) -> list[list[dict[str, Any]]]:
+        """n samples for each prompt, in prompt order. `kill_engine` (drill): that engine dies mid-call."""
+        chunks = [list(range(len(prompts)))[i:: len(self.engines)] for i in range(len(self.engines))]
+        pending = {index: self.engines[index].generate.remote([prompts[j] for j in chunk], n)
+                   for index, chunk in enumerate(chunks) if chunk}
+        if kill_engine is not None:
+            ray.kill(self.engines[kill_engine], no_restart=True)
+        samples: list[list[dict[str, Any]] | None] = [None] * len(prompts)
+        attempts = 0
+        while pending:
+            index, ref = pending.popitem()
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                attempts += 1
+                if attempts > self.rollout.max_engine_restarts:
+                    raise RuntimeError(f"rollout engines died {attempts} times in one call "
+                                       f"(rollout.max_engine_restarts={self.rollout.max_engine_restarts})") from error
+                self._replace(index, error)
+                pending[index] = self.engines[index].generate.remote([prompts[j] for j in chunks[index]], n)
+                continue
+            if result["version"] != self.version:
+                raise RuntimeError(f"engine {index} sampled with weights v{result['version']}, the pool holds v{self.version}")
+            for j, prompt_samples in zip(chunks[index], result["samples"]):
+                samples[j] = prompt_samples
+        return [s for s in samples if s is not None]
+
+    def shutdown(self) -> None:
+        for engine in self.engines:
+            ray.kill(engine)
+        for group in self.placement_groups:
+            if group is not None:
+                remove_placement_group(group)
