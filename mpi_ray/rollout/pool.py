@@ -107,7 +107,10 @@ class RolloutPool:
                 raise RuntimeError(f"engine {index} sampled with weights v{result['version']}, the pool holds v{self.version}")
             for j, prompt_samples in zip(chunks[index], result["samples"]):
                 samples[j] = prompt_samples
-        return [s for s in samples if s is not None]
+        missing = [j for j, s in enumerate(samples) if s is None]
+        if missing:
+            raise RuntimeError(f"the rollout engines returned no samples for prompts {missing[:5]}")
+        return samples  # type: ignore[return-value]
 
     def shutdown(self) -> None:
         for engine in self.engines:
