@@ -1,8 +1,7 @@
 """The stage plan: which stages run, in which order, from which inputs; markers make re-runs resume.
 
 Each stage module has `describe(ctx) -> str` and `run(ctx) -> outputs`; a stage's outputs (e.g.
-{"model": path}) become the inputs of the stages after it. A stage without a module is reported
-as not implemented and stops the run with a non-zero exit.
+{"model": path}) become the inputs of the stages after it.
 """
 
 from __future__ import annotations
@@ -15,21 +14,17 @@ from typing import Any
 from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.run_dir import RunDir
 
-# Stage name -> module in mpi_ray.stages (None: not built yet).
-STAGE_MODULES: dict[str, str | None] = {
+# Stage name -> module in mpi_ray.stages, in pipeline order.
+STAGE_MODULES: dict[str, str] = {
     "model": "mpi_ray.stages.model",
     "data": "mpi_ray.stages.data",
     "cpt": "mpi_ray.stages.cpt",
     "sft": "mpi_ray.stages.sft",
     "rl": "mpi_ray.stages.rl",
-    "eval": None,
-    "export": None,
-    "serve": None,
+    "eval": "mpi_ray.stages.eval",
+    "export": "mpi_ray.stages.export",
+    "serve": "mpi_ray.stages.serve",
 }
-
-
-class StageNotImplemented(RuntimeError):
-    pass
 
 
 @dataclass
@@ -61,20 +56,14 @@ def with_prerequisites(run: RunDir, stages: list[str]) -> list[str]:
 
 
 def stage_module(stage: str):
-    name = STAGE_MODULES[stage]
-    return importlib.import_module(name) if name else None
+    return importlib.import_module(STAGE_MODULES[stage])
 
 
 def plan_lines(ctx: StageContext, stages: list[str]) -> list[str]:
     lines = []
     for stage in stages:
-        module = stage_module(stage)
-        if module is None:
-            status, what = "NOT IMPLEMENTED", "-"
-        else:
-            status = "done (skip)" if ctx.run.completed(stage) else "to run"
-            what = module.describe(ctx)
-        lines.append(f"  {stage:<7} {status:<16} {what}")
+        status = "done (skip)" if ctx.run.completed(stage) else "to run"
+        lines.append(f"  {stage:<7} {status:<16} {stage_module(stage).describe(ctx)}")
     return lines
 
 
@@ -89,7 +78,7 @@ def load_earlier_outputs(ctx: StageContext, stages: list[str]) -> None:
 
 
 def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
-    """Run stages in order, skipping completed ones; stop at the first one not implemented."""
+    """Run stages in order, skipping completed ones."""
     load_earlier_outputs(ctx, stages)
     for stage in stages:
         done = ctx.run.completed(stage)
@@ -98,8 +87,6 @@ def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
             log(f"[{stage}] already done, skipping (remove {ctx.run.marker(stage)} or use --from-stage to redo)")
             continue
         module = stage_module(stage)
-        if module is None:
-            raise StageNotImplemented(f"stage '{stage}' is not implemented yet")
         log(f"[{stage}] {module.describe(ctx)}")
         start = time.time()
         outputs = module.run(ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,16 @@ def small_clevr(out: Path, *, variant: str, train_per_policy: int, test: int, ge
             "--cot-fraction", str(cot_fraction), "--image-size", "112", "--seed", str(seed)]
     assert main(argv) == 0
     return out
+
+
+def free_port(above: int = 0) -> int:
+    """A free port below the kernel's ephemeral range, where Ray picks its own ports at random: a port
+    the OS hands out could be taken by a Ray process before the server binds it."""
+    for port in range(max(above + 1, 28000 + os.getpid() % 1000), 30000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 28000-29999")

@@ -1,4 +1,4 @@
-"""The entry point and the local Ray cluster: dry run, honest 'not implemented', the model stage."""
+"""The entry point and the local Ray cluster: dry run, the model stage, stage chaining and --from-stage."""
 
 from __future__ import annotations
 
@@ -32,16 +32,9 @@ def test_dry_run_prints_plan_and_resolved_config(tmp_path: Path) -> None:
     assert "model   to run" in result.stdout
     assert "cpt     to run           VM-CPT" in result.stdout
     assert "rl      to run           poro-grpo" in result.stdout
-    assert "eval    NOT IMPLEMENTED" in result.stdout
+    assert "eval    to run           suites policy_free" in result.stdout
     assert "group_size: 6" in result.stdout
     assert (tmp_path / "config.yaml").exists()
-
-
-def test_unimplemented_stage_says_so_and_exits_nonzero(tmp_path: Path) -> None:
-    result = _trimpi(f"run.dir={tmp_path}", "--stages", "model,serve")
-    assert result.returncode == 3
-    assert "serve not implemented yet; nothing was run" in result.stderr
-    assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow
@@ -83,3 +76,35 @@ def test_from_stage_forgets_markers_work_and_train_checkpoints(tmp_path: Path) -
     run.clear_from(["cpt"])
     assert run.completed("data") and (tmp_path / "data" / "hf").exists() and (tmp_path / "ray_train" / "data").exists()
     assert not run.completed("cpt") and not (tmp_path / "cpt").exists() and not (tmp_path / "ray_train" / "cpt").exists()
+
+
+@pytest.mark.slow
+def test_rerun_after_the_driver_dies_resumes_the_interrupted_stage(tmp_path: Path) -> None:
+    """The job (driver and its local Ray) is killed mid-CPT; the same command again skips the done
+    stages and Ray Train restores the run of the same name from its last checkpoint in run.dir."""
+    import os
+    import signal
+    import time
+
+    args = ["jobs/trimpi.py", "--stages", "model,data,cpt", f"run.dir={tmp_path}", "model.tiny.size=xs",
+            "data.clevr.depth=2", "data.clevr.policies=2", "data.clevr.train_per_policy=8", "data.clevr.test=2",
+            "data.clevr.general=0", "data.clevr.cot_fraction=1.0", "cpt.max_steps=8", "cpt.checkpoint_every=2",
+            "cpt.batch_size_per_worker=1", "cpt.max_seq_len=4096"]
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    checkpoints = tmp_path / "ray_train" / "cpt"
+    deadline = time.monotonic() + 600
+    while not list(checkpoints.glob("checkpoint_*")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert first.poll() is None, "the first run ended before its first checkpoint"
+    os.killpg(first.pid, signal.SIGKILL)  # the whole job, as when a head node or a submitter dies
+    first.wait()
+    log.close()
+    assert not (tmp_path / "stages" / "cpt.json").exists()
+
+    second = _trimpi(*args[1:], timeout=900)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    assert "[model] already done, skipping" in second.stdout and "[data] already done, skipping" in second.stdout
+    assert "[cpt] rank 0 resumed at micro-step" in second.stdout + second.stderr
+    steps = [json.loads(line)["micro_step"] for line in (tmp_path / "cpt" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8

@@ -175,15 +175,28 @@ class ResourcesConfig(Section):
     gpus_per_learner: float = Field(0, ge=0)
     cpus_per_engine: float = Field(1, gt=0)
     gpus_per_engine: float = Field(0, ge=0)
+    # Custom Ray resources each learner worker / rollout engine also asks for: they pin the roles to
+    # node types on a heterogeneous cluster (nodes started with e.g. --resources='{"learner_node": 8}').
+    learner_resources: dict[str, float] = {}
+    engine_resources: dict[str, float] = {}
 
 
 class EvalConfig(Section):
     suites: list[Literal["policy_free", "in_context", "override", "referral", "efficiency", "forgetting"]] = [
         "policy_free", "in_context", "override", "referral", "efficiency", "forgetting",
     ]
-    max_samples: int | None = Field(200, ge=1)
+    max_samples: int | None = Field(200, ge=1)  # per suite and split
     max_response_len: int = Field(512, ge=1)
+    # The stage table: checkpoints of these stages (when the run made them) are evaluated too; the base
+    # model ("model") gives the in-context row, the final checkpoint gets every suite.
+    compare: list[Literal["model", "cpt", "sft", "rl"]] = ["model", "sft", "rl"]
+    engines: int = Field(1, ge=1)  # vLLM engines of the batch inference (1 keeps prefill timings clean on CPU)
+    efficiency_samples: int = Field(16, ge=1)
+    efficiency_repeats: int = Field(3, ge=1)  # prefill timings per prompt; the median is reported
+    general_jsonl: str | None = None  # forgetting benchmark for real models (README: format); None: the data's general split
     judge_url: str | None = None  # optional OpenAI-compatible endpoint for the referral LLM judge
+    judge_model: str | None = None  # model id at judge_url (None: the first one /v1/models lists)
+    judge_samples: int = Field(100, ge=1)  # the paper averages 100 responses per dataset
 
 
 class ServeConfig(Section):
@@ -195,6 +208,9 @@ class ServeConfig(Section):
     target_ongoing_requests: int = Field(16, ge=1)
     use_gpu: bool = False
     max_model_len: int = Field(4096, ge=16)
+    max_images: int = Field(4, ge=1)  # per request
+    max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # an image part larger than this gets 400
+    max_image_pixels: int = Field(4096 * 4096, ge=64)  # width x height; larger gets 400
 
 
 class RunConfig(Section):

@@ -3,6 +3,8 @@
 - policy-free (Q, I): the input images, then the query. What MPI serves at inference.
 - policy-aware (P, I, Q): the policy (text with its images in place), then the images and query.
   The in-context baseline, PoRo's second rollout group, and the VM-CPT sequence (x = P_T, P_I, I, Q, C, A).
+  A ClevrPolicy override sample (a new policy under the old name) opens with the paper's "updated
+  policy" preamble (Fig. 10); a GTAPolicy override sample carries its rule-override block in the policy.
 Images are returned in the order their placeholders appear, as PNG bytes.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mpi_ray.data.clevr_policy.records import OVERRIDE_PREAMBLE
 from mpi_ray.data.formats import boxed, policy_segments
 
 Message = dict[str, Any]
@@ -29,6 +32,8 @@ def user_turn(sample: dict[str, Any], with_policy: bool) -> tuple[Message, list[
     content: list[dict[str, str]] = []
     images: list[bytes] = []
     if with_policy:
+        if sample.get("split") == "override" and sample["dataset"].startswith("clevr_policy"):
+            content.append({"type": "text", "text": OVERRIDE_PREAMBLE.format(name=sample["policy_name"]) + "\n"})
         for kind, part in policy_segments(sample["policy_text"], list(sample["policy_images"])):
             if kind == "text":
                 content.append({"type": "text", "text": part})

@@ -129,7 +129,7 @@ def stage_dataset(
         fn_constructor_kwargs={"spec": spec, "errors": errors, "keep_ids": keep},
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=1,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from typing import Any
 
 import ray
@@ -21,6 +22,13 @@ from mpi_ray.model.loading import visual_tokens
 
 def _images(blobs: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
+
+
+def _engine_input(prompt: dict[str, Any]) -> dict[str, Any]:
+    """{"prompt": text, "images": [PNG bytes]} -> a vLLM prompt with its decoded images."""
+    if prompt.get("images"):
+        return {"prompt": prompt["prompt"], "multi_modal_data": {"image": _images(prompt["images"])}}
+    return {"prompt": prompt["prompt"]}
 
 
 class RolloutEngine:
@@ -49,31 +57,41 @@ class RolloutEngine:
 
     def generate(self, prompts: list[dict[str, Any]], n: int, max_tokens: int | None = None,
                  temperature: float | None = None) -> dict[str, Any]:
-        """`prompts`: {"prompt": text, "images": [PNG bytes]}. Returns samples per prompt and the version."""
+        """`prompts`: {"prompt": text, "images": [PNG bytes]}. Returns samples per prompt, each prompt's
+        token count and the weight version."""
         from vllm import SamplingParams
 
         params = SamplingParams(
             n=n, temperature=self.cfg.temperature if temperature is None else temperature, top_p=self.cfg.top_p,
             max_tokens=max_tokens or self.cfg.max_response_len, logprobs=0, logit_bias=self.no_visual_tokens,
         )
-        inputs = [{"prompt": p["prompt"], "multi_modal_data": {"image": _images(p["images"])}} if p["images"]
-                  else {"prompt": p["prompt"]} for p in prompts]
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        outputs = self.llm.generate([_engine_input(p) for p in prompts], params, use_tqdm=False)
         samples = [[{"text": o.text, "token_ids": list(o.token_ids),
                      "logprobs": [next(iter(step.values())).logprob for step in (o.logprobs or [])],
                      "finish_reason": o.finish_reason} for o in out.outputs] for out in outputs]
-        return {"version": self.version, "samples": samples}
+        return {"version": self.version, "samples": samples,
+                "prompt_tokens": [len(out.prompt_token_ids or []) for out in outputs]}
 
     def prompt_logprobs(self, prompt: dict[str, Any]) -> list[float]:
         """Log-prob of every prompt token after the first under the current weights (weight-sync checks)."""
         from vllm import SamplingParams
 
-        item = {"prompt": prompt["prompt"]}
-        if prompt.get("images"):
-            item["multi_modal_data"] = {"image": _images(prompt["images"])}
-        out = self.llm.generate([item], SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)[0]
+        out = self.llm.generate([_engine_input(prompt)], SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)[0]
         ids = out.prompt_token_ids
         return [entry[ids[i]].logprob for i, entry in enumerate(out.prompt_logprobs) if entry is not None]
+
+    def prefill_seconds(self, prompt: dict[str, Any]) -> tuple[int, float]:
+        """(prompt tokens, seconds to the first token) of one prompt alone with nothing cached: the
+        prefill cost the policy adds when it sits in the prompt (efficiency evaluation)."""
+        from vllm import SamplingParams
+
+        item = _engine_input(prompt)  # images decoded before the clock starts
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()  # the vision encoder runs again, as for a new request
+        self.llm.reset_mm_cache()
+        start = time.perf_counter()
+        out = self.llm.generate([item], SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)[0]
+        return len(out.prompt_token_ids or []), time.perf_counter() - start
 
     def load_weights(self, named: list[tuple[str, torch.Tensor]], version: int) -> int:
         """Install new weights (HF names) and take their version; cached prefixes are dropped."""

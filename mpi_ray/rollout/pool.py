@@ -39,10 +39,11 @@ class RolloutPool:
     def _start(self, index: int) -> Any:
         res, rollout = self.resources, self.rollout
         # The name carries the restart count: a killed actor's name is not free at once.
-        options: dict[str, Any] = {"name": f"{self.name_prefix}-{index}.{self.restarts}", "num_cpus": res.cpus_per_engine, "max_restarts": 0}
+        options: dict[str, Any] = {"name": f"{self.name_prefix}-{index}.{self.restarts}", "num_cpus": res.cpus_per_engine,
+                                   "max_restarts": 0, "resources": dict(res.engine_resources)}
         if res.use_gpu and rollout.tensor_parallel > 1:
             if self.placement_groups[index] is None:
-                bundles = [{"GPU": 1, "CPU": res.cpus_per_engine}] * rollout.tensor_parallel
+                bundles = [{"GPU": 1, "CPU": res.cpus_per_engine, **res.engine_resources}] * rollout.tensor_parallel
                 self.placement_groups[index] = placement_group(bundles, strategy="PACK")
                 ray.get(self.placement_groups[index].ready())
             options["num_gpus"] = 0

@@ -17,7 +17,7 @@ from mpi_ray.train.plan import eligible_ids, make_plan
 
 def scaling(cfg: PipelineConfig, workers: int) -> ScalingConfig:
     res = cfg.resources
-    per_worker = {"CPU": res.cpus_per_learner}
+    per_worker = {"CPU": res.cpus_per_learner, **res.learner_resources}
     if res.use_gpu:
         per_worker["GPU"] = res.gpus_per_learner
     return ScalingConfig(num_workers=workers, use_gpu=res.use_gpu, resources_per_worker=per_worker)

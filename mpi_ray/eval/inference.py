@@ -1,0 +1,90 @@
+"""Batch inference for evaluation: Ray Data streams the requests through a pool of vLLM engine actors.
+
+A request is {request_id, mode, prompt, images, policy_prompt, policy_images}:
+- mode "generate": a greedy completion of `prompt` (text, response tokens, prompt tokens);
+- mode "prefill": prompt tokens and time to the first token of the policy-free prompt and of the
+  policy-aware one, alternately, `repeats` times each, each with nothing cached (efficiency suite).
+The engine is the rollout engine (same vLLM set-up, same image handling as RL sampling).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from mpi_ray.config.schema import PipelineConfig, RolloutConfig
+from mpi_ray.rollout.engine import RolloutEngine
+
+REQUEST_FIELDS = ("request_id", "mode", "prompt", "images", "policy_prompt", "policy_images")
+# Every answered batch has this schema (null where a mode has no value), so all blocks agree.
+ANSWER_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("text", pa.string()), ("response_tokens", pa.int64()), ("prompt_tokens", pa.int64()),
+    ("finish_reason", pa.string()), ("prompt_tokens_free", pa.int64()), ("prompt_tokens_policy", pa.int64()),
+    ("ttft_free_s", pa.float64()), ("ttft_policy_s", pa.float64()),
+])
+
+
+class EnginePredictor:
+    """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests."""
+
+    def __init__(self, model_path: str, rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int):
+        config = RolloutConfig.model_validate(rollout)
+        self.engine = RolloutEngine(model_path, config, seed, max_images, dtype)
+        self.repeats, self.max_tokens = repeats, config.max_response_len
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        results = {row["request_id"]: {"request_id": row["request_id"]} for row in rows}
+        generate = [row for row in rows if row["mode"] == "generate"]
+        if generate:
+            out = self.engine.generate([{"prompt": r["prompt"], "images": r["images"]} for r in generate], n=1,
+                                       max_tokens=self.max_tokens, temperature=0.0)
+            for row, samples, prompt_tokens in zip(generate, out["samples"], out["prompt_tokens"]):
+                sample = samples[0]
+                results[row["request_id"]].update(text=sample["text"], response_tokens=len(sample["token_ids"]),
+                                                  prompt_tokens=prompt_tokens, finish_reason=sample["finish_reason"])
+        for row in (r for r in rows if r["mode"] == "prefill"):
+            results[row["request_id"]].update(self._prefill(row))
+        return pa.Table.from_pylist(list(results.values()), schema=ANSWER_SCHEMA)
+
+    def _prefill(self, row: dict[str, Any]) -> dict[str, Any]:
+        free = {"prompt": row["prompt"], "images": row["images"]}
+        aware = {"prompt": row["policy_prompt"], "images": row["policy_images"]}
+        times: dict[str, list[float]] = {"free": [], "policy": []}
+        tokens: dict[str, int] = {}
+        for _ in range(self.repeats):  # alternate, so drift in machine load hits both alike
+            for name, prompt in (("free", free), ("policy", aware)):
+                tokens[name], seconds = self.engine.prefill_seconds(prompt)
+                times[name].append(seconds)
+        return {"prompt_tokens_free": tokens["free"], "prompt_tokens_policy": tokens["policy"],
+                "ttft_free_s": statistics.median(times["free"]), "ttft_policy_s": statistics.median(times["policy"])}
+
+
+def _token_bound(cfg: PipelineConfig, requests: list[dict[str, Any]]) -> int:
+    """An upper bound on any request's prompt tokens: a token is at least one character, and an image
+    expands to at most max_pixels / 28^2 visual tokens (Qwen2.5-VL merges 2x2 patches of 14 pixels)."""
+    per_image = cfg.model.max_pixels // (28 * 28) + 2
+    return max(len(prompt or "") + per_image * len(images or [])
+               for r in requests for prompt, images in ((r["prompt"], r["images"]), (r.get("policy_prompt"), r.get("policy_images"))))
+
+
+def run_requests(cfg: PipelineConfig, model_path: str, requests: list[dict[str, Any]], max_images: int) -> dict[str, dict[str, Any]]:
+    """Every request answered by `eval.engines` vLLM actors; results by request_id."""
+    if not requests:
+        return {}
+    rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len,
+                                             "max_prompt_len": max(cfg.rollout.max_prompt_len, _token_bound(cfg, requests))})
+    table = pa.Table.from_pylist([{key: r.get(key) for key in REQUEST_FIELDS} for r in requests])
+    res = cfg.resources
+    answered = ray.data.from_arrow(table).map_batches(
+        EnginePredictor,
+        fn_constructor_kwargs={"model_path": model_path, "rollout": rollout.model_dump(mode="json"), "seed": cfg.run.seed,
+                               "max_images": max_images, "dtype": "bfloat16" if res.use_gpu else "float32",
+                               "repeats": cfg.eval.efficiency_repeats},
+        batch_size=32, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.eval.engines),
+        num_cpus=res.cpus_per_engine, num_gpus=res.gpus_per_engine if res.use_gpu else 0, resources=dict(res.engine_resources),
+    )
+    return {row["request_id"]: row for row in answered.iter_rows()}

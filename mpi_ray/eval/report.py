@@ -1,0 +1,165 @@
+"""report.md and its plots from a run's evaluation results and training metrics.
+
+    <run>/report.md                 the stage-by-stage table in the paper's layout, efficiency,
+                                    override, referral, forgetting, and the plots below
+    <run>/plots/training_loss.png   CPT / SFT loss per micro-step
+    <run>/plots/rl_rewards.png      RL reward per rollout group type (policy-free vs policy-aware)
+    <run>/plots/branching_errors.png  where the reasoning leaves the gold path (ClevrPolicy)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mpi_ray.eval.scoring import is_gta  # noqa: E402
+
+
+def _metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _suite(summary: dict[str, Any], suite: str, key: str = "accuracy") -> float | None:
+    return summary.get("suites", {}).get(suite, {}).get(key)
+
+
+def stage_table(results: dict[str, Any]) -> list[str]:
+    """Rows in the paper's order (Table 2/3 layout): the base model with the policy in context, then each
+    trained checkpoint without it; override and referral where the checkpoint was evaluated on them."""
+    gta = is_gta(results["dataset"])
+    scores = ["Tool Acc", "Arg Score", "Overall"] if gta else ["Acc"]
+    header = ["Method", *scores, "Override", "Referral path exact", "Samples"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, summary in results["checkpoints"].items():
+        suite = "in_context" if name == "model" else "policy_free"
+        values = [_suite(summary, suite, "tool"), _suite(summary, suite, "arg"), _suite(summary, suite)] if gta \
+            else [_suite(summary, suite)]
+        path = summary.get("referral", {}).get("programmatic", {}).get("path_exact")
+        cells = [summary["label"], *map(_pct, values), _pct(_suite(summary, "override")),
+                 _pct(None if path is None else 100 * path), str(summary["suites"].get(suite, {}).get("samples", 0))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plot_training(run: Path, out: Path) -> Path | None:
+    curves = {stage: _metrics(run / stage / "metrics.jsonl") for stage in ("cpt", "sft")}
+    curves = {stage: rows for stage, rows in curves.items() if rows}
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), squeeze=False)
+    for axis, (stage, rows) in zip(axes[0], curves.items()):
+        axis.plot([r["micro_step"] for r in rows], [r["loss"] for r in rows])
+        axis.set(title=f"{stage.upper()} loss", xlabel="micro-step", ylabel="loss")
+    fig.tight_layout()
+    path = out / "training_loss.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_rl(run: Path, out: Path) -> Path | None:
+    rows = _metrics(run / "rl" / "metrics.jsonl")
+    if not rows:
+        return None
+    fig, axis = plt.subplots(figsize=(6, 3.5))
+    for group, label in (("policy_free", "policy-free (Q, I)"), ("policy_aware", "policy-aware (Q, I, P)")):
+        points = [(r["step"], r[f"{group}/reward"]) for r in rows if f"{group}/reward" in r]
+        if points:
+            axis.plot(*zip(*points), marker="o", label=label)
+    axis.set(title="RL reward per rollout group", xlabel="step", ylabel="mean reward")
+    axis.legend()
+    fig.tight_layout()
+    path = out / "rl_rewards.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_branching(final: dict[str, Any], out: Path) -> Path | None:
+    errors = final.get("referral", {}).get("programmatic", {}).get("branching_errors_by_depth")
+    if not errors:
+        return None
+    fig, axis = plt.subplots(figsize=(5, 3.5))
+    axis.bar([int(depth) + 1 for depth in errors], list(errors.values()))
+    axis.set(title="Where the reasoning leaves the gold path", xlabel="condition depth", ylabel="responses")
+    fig.tight_layout()
+    path = out / "branching_errors.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _efficiency(eff: dict[str, Any]) -> list[str]:
+    if not eff:
+        return []
+    return ["## Efficiency (the policy out of the prompt)", "",
+            "| | with policy | without | reduction | paper (7B) |", "|---|---|---|---|---|",
+            f"| prompt tokens | {eff['prompt_tokens_with_policy']:.0f} | {eff['prompt_tokens_without_policy']:.0f} | "
+            f"{eff['token_reduction_pct']:.1f}% | up to {eff['paper_token_reduction_pct']}% |",
+            f"| time to first token (ms, median) | {eff['ttft_with_policy_ms']:.1f} | {eff['ttft_without_policy_ms']:.1f} | "
+            f"{eff['prefill_reduction_pct']:.1f}% | up to {eff['paper_prefill_reduction_pct']}% |", "",
+            f"Measured on {eff['samples']} test prompts, one at a time with nothing cached, on this run's hardware.", ""]
+
+
+def _referral(final: dict[str, Any]) -> list[str]:
+    ref = final.get("referral", {})
+    if not ref:
+        return []
+    lines = ["## Policy Referral (final model, policy-free prompts)", ""]
+    prog = ref.get("programmatic")
+    if prog:
+        lines += [f"- Reasoning visits exactly the gold conditions: {100 * prog['path_exact']:.1f}% of {prog['samples']} responses",
+                  f"- Gold conditions visited (recall): {100 * prog['condition_recall']:.1f}%; visited conditions on the "
+                  f"gold path (precision): {100 * prog['condition_precision']:.1f}%",
+                  f"- First divergence by depth (0 = the root condition): {prog['branching_errors_by_depth']}"]
+    judge = ref.get("judge")
+    if judge:
+        lines.append(f"- LLM judge ({judge['model']} at {judge['url']}): mean {_pct(judge['mean_score'])} / 10 over "
+                     f"{judge['scored']} of {judge['asked']} responses")
+    return lines + [""]
+
+
+def _forgetting(results: dict[str, Any]) -> list[str]:
+    before = results["checkpoints"].get("model", {}).get("suites", {}).get("forgetting")
+    after = results["checkpoints"][results["final"]].get("suites", {}).get("forgetting")
+    if not after:
+        return []
+    return ["## Forgetting (general questions outside MPI)", "",
+            f"- Accuracy before MPI (base model): {_pct(before and before.get('accuracy'))}; after: "
+            f"{_pct(after.get('accuracy'))} ({after['samples']} questions, {results.get('forgetting_benchmark')})", ""]
+
+
+def write_report(run: Path, results: dict[str, Any]) -> Path:
+    plots = run / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    final = results["checkpoints"][results["final"]]
+    images = [p for p in (_plot_training(run, plots), _plot_rl(run, plots), _plot_branching(final, plots)) if p]
+    in_context = _suite(final, "in_context")
+    lines = [f"# TriMPI report: {results['run']}", "",
+             f"Dataset {results['dataset']}; greedy decoding, at most {results['max_response_len']} response tokens; "
+             "accuracy in %. The base model is shown with the policy in context (the in-context baseline); "
+             "every trained checkpoint without it (the MPI setting).", "", *stage_table(results), ""]
+    if in_context is not None:
+        lines += [f"The final model with the policy put back in context (paper Table 4): {_pct(in_context)}.", ""]
+    lines += [*_efficiency(final.get("efficiency", {})), *_referral(final), *_forgetting(results)]
+    if images:
+        lines += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in images], ""]
+    path = run / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def headline(results: dict[str, Any]) -> str:
+    return "\n".join(stage_table(results))

@@ -1,0 +1,91 @@
+"""Evaluate checkpoints: build the suites' requests, answer them with vLLM through Ray Data, score.
+
+`evaluate_checkpoint` runs the asked suites on one checkpoint and writes its responses
+(responses-<name>.jsonl) next to the summary it returns:
+
+    {"path", "label", "dataset", "suites": {suite: {samples, accuracy, format[, tool, arg]}},
+     "referral": {...}, "efficiency": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from mpi_ray.config.schema import PipelineConfig
+from mpi_ray.eval import referral
+from mpi_ray.eval.inference import run_requests
+from mpi_ray.eval.scoring import score_eval, summarize_by_suite
+from mpi_ray.eval.suites import build_requests, suite_rows
+
+# The paper's efficiency figures (Qwen2.5-VL-7B, Fig. 6), shown beside ours.
+PAPER_TOKEN_REDUCTION_PCT = 93.9
+PAPER_PREFILL_REDUCTION_PCT = 85.7
+
+
+def _max_images(rows: dict[str, list[dict[str, Any]]]) -> int:
+    return max([1] + [len(s["policy_images"]) + len(s["images"]) for samples in rows.values() for s in samples])
+
+
+def efficiency_summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    if not answers:
+        return {}
+    free_tokens = statistics.mean(a["prompt_tokens_free"] for a in answers)
+    policy_tokens = statistics.mean(a["prompt_tokens_policy"] for a in answers)
+    free_ms = 1000 * statistics.median(a["ttft_free_s"] for a in answers)
+    policy_ms = 1000 * statistics.median(a["ttft_policy_s"] for a in answers)
+    return {"samples": len(answers), "prompt_tokens_with_policy": policy_tokens, "prompt_tokens_without_policy": free_tokens,
+            "token_reduction_pct": 100 * (1 - free_tokens / policy_tokens),
+            "ttft_with_policy_ms": policy_ms, "ttft_without_policy_ms": free_ms,
+            "prefill_reduction_pct": 100 * (1 - free_ms / policy_ms),
+            "paper_token_reduction_pct": PAPER_TOKEN_REDUCTION_PCT, "paper_prefill_reduction_pct": PAPER_PREFILL_REDUCTION_PCT}
+
+
+def referral_summary(cfg: PipelineConfig, responses: list[dict[str, Any]]) -> dict[str, Any]:
+    """Programmatic path referral where samples carry a gold path (ClevrPolicy); the LLM judge when
+    eval.judge_url is set."""
+    paths = [referral.path_referral(r["text"], r["gold_path"]) for r in responses if r.get("gold_path")]
+    summary: dict[str, Any] = {"programmatic": referral.summarize_paths(paths)} if paths else {}
+    if cfg.eval.judge_url:
+        model = cfg.eval.judge_model or referral.judge_model_id(cfg.eval.judge_url)
+        scores = [referral.ask_judge(cfg.eval.judge_url, model, r["policy_text"], r["text"])
+                  for r in responses[: cfg.eval.judge_samples]]
+        given = [s for s in scores if s is not None]
+        summary["judge"] = {"model": model, "url": cfg.eval.judge_url, "asked": len(scores), "scored": len(given),
+                            "mean_score": statistics.mean(given) if given else None}
+    return summary
+
+
+def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], out_dir: Path,
+                        name: str, label: str) -> dict[str, Any]:
+    rows = suite_rows(data_dir, suites, cfg.eval.max_samples, cfg.eval.general_jsonl)
+    requests = build_requests(checkpoint, rows, cfg.eval.efficiency_samples if "efficiency" in suites else None)
+    print(f"[eval] {name}: {label} <- {checkpoint}: " + ", ".join(f"{suite} {len(samples)}" for suite, samples in rows.items())
+          + f" ({len(requests)} requests, {cfg.eval.engines} vLLM engine(s))", flush=True)
+    answers = run_requests(cfg, checkpoint, requests, _max_images(rows))
+
+    responses = []
+    for suite, samples in rows.items():
+        for sample in samples:
+            answer = answers[f"{suite}/{sample['sample_id']}"]
+            meta = json.loads(sample["meta"] or "{}")
+            responses.append({
+                "suite": suite, "sample_id": sample["sample_id"], "dataset": sample["dataset"], "answer": sample["answer"],
+                "text": answer["text"], "response_tokens": answer["response_tokens"], "prompt_tokens": answer["prompt_tokens"],
+                "finish_reason": answer["finish_reason"], "gold_path": meta.get("gold_path"), "policy_text": sample["policy_text"],
+                "scores": score_eval(sample["dataset"], answer["text"], sample["answer"], sample["truth"], cfg.rl.reward),
+            })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / f"responses-{name}.jsonl").open("w") as file:
+        for response in responses:
+            file.write(json.dumps({k: v for k, v in response.items() if k != "policy_text"}) + "\n")
+
+    dataset = next((r["dataset"] for r in responses if r["suite"] != "forgetting"), "none")
+    summary: dict[str, Any] = {"path": checkpoint, "label": label, "dataset": dataset, "suites": summarize_by_suite(responses)}
+    if "referral" in suites:
+        summary["referral"] = referral_summary(cfg, [r for r in responses if r["suite"] == "policy_free"])
+    if "efficiency" in suites:
+        summary["efficiency"] = efficiency_summary([a for rid, a in answers.items() if rid.startswith("efficiency/")])
+    return summary

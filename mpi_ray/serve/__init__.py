@@ -1,0 +1,1 @@
+"""Serving the policy-free model with Ray Serve LLM."""

