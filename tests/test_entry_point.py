@@ -78,33 +78,56 @@ def test_from_stage_forgets_markers_work_and_train_checkpoints(tmp_path: Path) -
     assert not run.completed("cpt") and not (tmp_path / "cpt").exists() and not (tmp_path / "ray_train" / "cpt").exists()
 
 
+SMALL_DATA = ["model.tiny.size=xs", "data.clevr.depth=2", "data.clevr.policies=2", "data.clevr.train_per_policy=8",
+              "data.clevr.test=2", "data.clevr.general=0"]
+INTERRUPTED = {
+    # stage: (overrides, what the resumed run prints, the step key of its metrics, the last step)
+    "cpt": (["data.clevr.cot_fraction=1.0", "cpt.max_steps=8", "cpt.checkpoint_every=2", "cpt.batch_size_per_worker=1",
+             "cpt.max_seq_len=4096"], "[cpt] rank 0 resumed at micro-step", "micro_step", 8),
+    "rl": (["data.clevr.cot_fraction=0.25", "rl.max_steps=3", "rl.checkpoint_every=1", "rl.rollout_batch=2",
+            "rl.group_size=2", "rl.update_batch=8", "rl.micro_batch_per_worker=2", "rollout.engines=1",
+            "rollout.max_response_len=16", "rollout.max_prompt_len=2048", "rl.max_seq_len=2048"],
+           "[rl] resumed at step ", "step", 3),
+}
+
+
+def _registered_checkpoint(run_storage: Path) -> bool:
+    """Ray Train has recorded a checkpoint of this run (not merely started writing one)."""
+    snapshot = run_storage / "checkpoint_manager_snapshot.json"
+    try:
+        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.mark.slow
-def test_rerun_after_the_driver_dies_resumes_the_interrupted_stage(tmp_path: Path) -> None:
-    """The job (driver and its local Ray) is killed mid-CPT; the same command again skips the done
-    stages and Ray Train restores the run of the same name from its last checkpoint in run.dir."""
+@pytest.mark.parametrize("stage", sorted(INTERRUPTED))
+def test_rerun_after_the_driver_dies_resumes_the_interrupted_stage(tmp_path: Path, stage: str) -> None:
+    """The job (driver and its local Ray) is killed once the stage has a checkpoint; the same command
+    again skips the done stages and the stage resumes from that checkpoint (Ray Train restores the run
+    of the same name in run.dir)."""
     import os
     import signal
     import time
 
-    args = ["jobs/trimpi.py", "--stages", "model,data,cpt", f"run.dir={tmp_path}", "model.tiny.size=xs",
-            "data.clevr.depth=2", "data.clevr.policies=2", "data.clevr.train_per_policy=8", "data.clevr.test=2",
-            "data.clevr.general=0", "data.clevr.cot_fraction=1.0", "cpt.max_steps=8", "cpt.checkpoint_every=2",
-            "cpt.batch_size_per_worker=1", "cpt.max_seq_len=4096"]
+    overrides, resumed, step_key, last_step = INTERRUPTED[stage]
+    args = ["jobs/trimpi.py", "--stages", f"model,data,{stage}", f"run.dir={tmp_path}", *SMALL_DATA, *overrides]
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    checkpoints = tmp_path / "ray_train" / "cpt"
     deadline = time.monotonic() + 600
-    while not list(checkpoints.glob("checkpoint_*")) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(1)
-    assert first.poll() is None, "the first run ended before its first checkpoint"
+    while not _registered_checkpoint(tmp_path / "ray_train" / stage) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first.poll() is None, f"the first run ended before its first checkpoint:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
     os.killpg(first.pid, signal.SIGKILL)  # the whole job, as when a head node or a submitter dies
     first.wait()
     log.close()
-    assert not (tmp_path / "stages" / "cpt.json").exists()
+    assert not (tmp_path / "stages" / f"{stage}.json").exists()
 
     second = _trimpi(*args[1:], timeout=900)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     assert "[model] already done, skipping" in second.stdout and "[data] already done, skipping" in second.stdout
-    assert "[cpt] rank 0 resumed at micro-step" in second.stdout + second.stderr
-    steps = [json.loads(line)["micro_step"] for line in (tmp_path / "cpt" / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 8
+    assert resumed in second.stdout + second.stderr
+    steps = [json.loads(line)[step_key] for line in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == last_step
+    if stage == "rl":  # the log keeps the steps before the checkpoint and redoes the rest, once each
+        assert steps == list(range(1, last_step + 1))

@@ -128,6 +128,7 @@ class RLConfig(Section):
     reward: RewardConfig = RewardConfig()
     optim: OptimConfig = OptimConfig(lr=1e-6, warmup_ratio=0.0, schedule="constant")
     max_seq_len: int = Field(4096, ge=16)
+    checkpoint_every: int = Field(10, ge=1)  # steps; a re-run of the stage resumes from the newest
 
     @property
     def is_dapo(self) -> bool:

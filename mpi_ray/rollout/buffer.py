@@ -6,6 +6,10 @@ version >= s - max_staleness (`wait_for_weights`), so it never runs more than ma
 ahead of the learners (back-pressure), and with max_staleness 0 every batch is strictly on-policy.
 The learners take step s with `take` (every rank gets the same entry), and publish version s + 1
 after their update with `publish_weights`.
+
+Where the stage starts is the learners' call: rank 0 says `begin(step, prompts_drawn)` (0, 0 on a
+fresh start; the checkpoint's position on a resumed one, after publishing the checkpoint's weights
+as that step's version), and the producer waits for it before sampling anything.
 """
 
 from __future__ import annotations
@@ -41,12 +45,19 @@ class RolloutBuffer:
         self.probe: list[float] | None = None  # the learner's probe log-probs under those weights
         self.changed = asyncio.Condition()
         self.end: str | None = None
+        self.start: tuple[int, int] | None = None  # (first step, prompts drawn before it)
 
     async def _notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
 
     # producer side
+    async def wait_for_begin(self) -> tuple[int, int]:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.start is not None)
+        assert self.start is not None
+        return self.start
+
     async def wait_for_weights(self, step: int, have_version: int) -> tuple[int, list[Any] | None, list[float] | None]:
         """Block until weights recent enough for `step` are published; returns (version, [ref], probe
         log-probs), with None for both when the producer's `have_version` is already the latest."""
@@ -69,6 +80,10 @@ class RolloutBuffer:
         await self._notify()
 
     # learner side
+    async def begin(self, step: int, prompts_drawn: int) -> None:
+        self.start = (step, prompts_drawn)
+        await self._notify()
+
     async def take(self, step: int) -> BufferedBatch:
         async with self.changed:
             await self.changed.wait_for(lambda: step in self.entries or self.end is not None)

@@ -49,6 +49,10 @@ class PromptSource:
         for batch in batches:
             yield from batch.to_pylist()
 
+    def skip(self, count: int) -> None:
+        """Pass over the rows a checkpointed run had already drawn (same seeds, same order)."""
+        self.take(count)
+
     def take(self, count: int) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         empty_epochs = 0
@@ -103,8 +107,10 @@ class RolloutProducer:
         try:
             self.pool = RolloutPool(self.job.model_path, self.rollout, self.cfg.resources, self.cfg.run.seed,
                                     self.job.max_images)
+            first_step, prompts_drawn = ray.get(self.buffer.wait_for_begin.remote())
             source = PromptSource(self.job.prompts, self.cfg.run.seed)
-            for step in range(self.job.total_steps):
+            source.skip(prompts_drawn)
+            for step in range(first_step, self.job.total_steps):
                 try:
                     self._produce(step, source)
                 except SamplingExhausted as stop:
@@ -148,7 +154,7 @@ class RolloutProducer:
         stats = {
             **_group_stats([rec for r in rounds for rec in r.records]),
             "weight_version": version, "weight_sync_s": sync_s, "weight_sync_probe_diff": sync_diff, "wait_for_weights_s": waited,
-            "sampling_tries": tries, "groups_kept": len(groups), "groups_dropped": dropped,
+            "sampling_tries": tries, "prompts_drawn": len(prompts), "groups_kept": len(groups), "groups_dropped": dropped,
             "rollout_tokens": sum(r.tokens for r in rounds), "generate_s": generate_s,
             "reward_s": sum(r.reward_s for r in rounds),
             "rollout_tokens_per_s": sum(r.tokens for r in rounds) / max(generate_s, 1e-9),

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray.train
 import torch
 import torch.distributed as dist
@@ -25,12 +22,12 @@ import torch.distributed as dist
 from mpi_ray.config.schema import LearnerConfig, ModelConfig, SftConfig, StageConfig
 from mpi_ray.data.streams import padded_batch
 from mpi_ray.model.loading import load_model, load_processor, visual_tokens
+from mpi_ray.train import checkpoint
+from mpi_ray.train.checkpoint import seed_all
 from mpi_ray.train.lora import apply_lora, merged
 from mpi_ray.train.losses import masked_lm_loss
 from mpi_ray.train.schedule import lr_lambda
 from mpi_ray.train.strategy import make_strategy
-
-TRAIN_STATE = "train_state.json"
 
 
 @dataclass
@@ -53,22 +50,6 @@ class LearnerJob:
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 def _all_have_batch(has_batch: bool) -> bool:
@@ -106,17 +87,13 @@ def learner_loop(config: dict[str, Any]) -> None:
     pad_id = load_processor(job.model_path).tokenizer.pad_token_id
     image_token_id = visual_tokens(job.model_path).image
 
-    micro_step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            strategy.load(Path(directory))
-            micro_step = json.loads((Path(directory) / TRAIN_STATE).read_text())["micro_step"]
-            _set_rng_state(torch.load(Path(directory) / f"rng_rank{rank}.pt", weights_only=False))
+    position = checkpoint.restore(strategy, rank)
+    micro_step = position["micro_step"] if position else 0
+    if position:
         print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}")
 
     out = Path(job.out_dir)
-    mode = "a" if checkpoint else "w"  # a restart appends to its own run's logs; a fresh run starts them anew
+    mode = "a" if position else "w"  # a restart appends to its own run's logs; a fresh run starts them anew
     order_log = (out / f"data_order_rank{rank}.jsonl").open(mode)
     metrics_log = (out / "metrics.jsonl").open(mode) if rank == 0 else None
     started, tokens, first_step = time.time(), 0, micro_step
@@ -184,13 +161,7 @@ def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: i
         # Metrics go to the JSONL file; Ray Train gets a report only with a checkpoint, because its
         # controller takes one report per worker per poll and a lagging queue loses checkpoints on a crash.
         return
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory)
-        strategy.save(path, rank)
-        torch.save(_rng_state(), path / f"rng_rank{rank}.pt")
-        if rank == 0:
-            (path / TRAIN_STATE).write_text(json.dumps({"micro_step": micro_step, "epoch": epoch}))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    checkpoint.save(strategy, rank, {"micro_step": micro_step, "epoch": epoch}, metrics)
 
 
 def export_hf(out_dir: str, processor_from: str, strategy: Any, rank: int) -> None:

@@ -5,7 +5,11 @@ the POLICY-FREE prompt of its prompt (`build_learner_batch`; PoRo, paper Eq. 3),
 share, compute old and reference log-probs of the responses on that prompt, run `ppo_epochs` passes
 of clipped-ratio updates (one optimizer step per `update_batch` sequences across the workers), then
 rank 0 publishes the new weights (version = step + 1) for the rollout pool. Same strategies (DDP,
-DeepSpeed ZeRO), same HF export as the CPT/SFT loop.
+DeepSpeed ZeRO), same checkpoints and HF export as the CPT/SFT loop.
+
+Every `rl.checkpoint_every` steps the learners checkpoint (weights, optimizer, RNG, the step and the
+prompts drawn so far). A re-run of the stage restores the newest one, publishes its weights as that
+step's version and tells the buffer to begin there, so the producer skips the prompts already used.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from mpi_ray.rl.batch import POLICY_AWARE, POLICY_FREE, LearnerSample, build_lea
 from mpi_ray.rl.objectives import policy_loss
 from mpi_ray.rl.sequences import SequenceEncoder, per_token, response_logprobs
 from mpi_ray.rollout import weight_sync
-from mpi_ray.train.loop import export_hf, seed_all
+from mpi_ray.train import checkpoint
+from mpi_ray.train.checkpoint import seed_all
+from mpi_ray.train.loop import export_hf
 from mpi_ray.train.schedule import lr_lambda
 from mpi_ray.train.strategy import make_strategy
 
@@ -100,10 +106,18 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
     strategy = make_strategy(model, cfg.learner, rl.optim, factor, grad_accum, rl.micro_batch_per_worker)
     encoder = SequenceEncoder(job.model_path, cfg.model.min_pixels, cfg.model.max_pixels)
 
-    out = Path(job.out_dir)
-    metrics_log = (out / "metrics.jsonl").open("w") if rank == 0 else None
+    tokenizer = encoder.processor.tokenizer
+    position = checkpoint.restore(strategy, rank)
+    first_step, prompts_drawn = (position["step"], position["prompts_drawn"]) if position else (0, 0)
+    if position:
+        weight_sync.publish(strategy, job.buffer, tokenizer, first_step, rank)  # the engines start from the checkpoint
+    metrics_log = _metrics_log(Path(job.out_dir) / "metrics.jsonl", first_step) if rank == 0 else None
+    if rank == 0:
+        if position:
+            print(f"[rl] resumed at step {first_step} of {job.total_steps} ({prompts_drawn} prompts drawn)", flush=True)
+        ray.get(job.buffer.begin.remote(first_step, prompts_drawn))
     started = time.time()
-    for step in range(job.total_steps):
+    for step in range(first_step, job.total_steps):
         waited = time.perf_counter()
         entry = ray.get(job.buffer.take.remote(step))
         waited = time.perf_counter() - waited
@@ -119,9 +133,12 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         rollouts = [r for kind in (POLICY_FREE, POLICY_AWARE) if kind in entry.groups for r in ray.get(entry.groups[kind])]
         samples = build_learner_batch(group_by_prompt(rollouts), ray.get(entry.prompts), rl.uses_poro)
         learner = _update(strategy, reference, encoder, samples[rank::world], staleness > 0, cfg, grad_accum, world)
-        publish_s = weight_sync.publish(strategy, job.buffer, encoder.processor.tokenizer, step + 1, rank)
+        publish_s = weight_sync.publish(strategy, job.buffer, tokenizer, step + 1, rank)
         step_s = time.perf_counter() - step_start
         tokens = _all_reduce_sum([learner.pop("tokens")])[0]
+        prompts_drawn += entry.stats["prompts_drawn"]
+        if (step + 1) % rl.checkpoint_every == 0 and step + 1 < job.total_steps:
+            checkpoint.save(strategy, rank, {"step": step + 1, "prompts_drawn": prompts_drawn}, {"step": step + 1})
         if metrics_log is None:
             continue
         row = {"step": step + 1, "time": time.time(), **entry.stats, **learner, "staleness": staleness, "lr": strategy.lr,
@@ -129,11 +146,20 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
                "wait_for_rollouts_s": waited}
         metrics_log.write(json.dumps(row) + "\n")
         metrics_log.flush()
-        eta = (time.time() - started) / (step + 1) * (job.total_steps - step - 1)
+        eta = (time.time() - started) / (step + 1 - first_step) * (job.total_steps - step - 1)
         print(_progress(step + 1, job.total_steps, row, eta), flush=True)
     if metrics_log:
         metrics_log.close()
     export_hf(job.out_dir, job.model_path, strategy, rank)
+
+
+def _metrics_log(path: Path, first_step: int) -> Any:
+    """The step log, keeping the rows of steps before `first_step` (a resumed run redoes the later ones)."""
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= first_step] \
+        if first_step and path.exists() else []
+    log = path.open("w")
+    log.writelines(line + "\n" for line in kept)
+    return log
 
 
 def _update(strategy: Any, reference: torch.nn.Module | None, encoder: SequenceEncoder, samples: list[LearnerSample],

@@ -14,12 +14,12 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from ray.train import FailureConfig, RunConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.data.shards import shard_paths
-from mpi_ray.data.streams import SampleErrors, StreamSpec, stage_dataset
+from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.rollout.buffer import RolloutBuffer
 from mpi_ray.rollout.producer import RolloutJob, RolloutProducer
 from mpi_ray.train.plan import eligible_ids
@@ -62,6 +62,7 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
         raise ValueError(f"{len(ids)} RL prompts ({rl.prompt_rows} train rows) cannot fill rl.rollout_batch={rl.rollout_batch}")
     steps = total_steps(cfg, len(ids))
     out_dir.mkdir(parents=True, exist_ok=True)
+    deterministic_context()  # the same prompt order on every run: a resumed stage skips exactly the drawn ones
     errors = SampleErrors.remote()
     spec = StreamSpec(stage="rl", model_path=model_path, min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
                       max_seq_len=cfg.rollout.max_prompt_len, on_bad_sample=cfg.data.on_bad_sample)
@@ -81,9 +82,11 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
         rl_learner_loop,
         train_loop_config=job.to_config(),
         scaling_config=scaling(cfg, workers),
-        # A learner failure fails the stage: the rollouts in flight were sampled for weights it lost.
+        # A learner failure fails the stage (the rollouts in flight were sampled for weights it lost);
+        # re-running the stage resumes from the newest checkpoint of this run name.
         run_config=RunConfig(name="rl", storage_path=str(out_dir.parent / "ray_train"),
-                             failure_config=FailureConfig(max_failures=0)),
+                             failure_config=FailureConfig(max_failures=0),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     try:
         trainer.fit()
