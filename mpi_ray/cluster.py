@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # Ray swaps 127.0.0.1 for the machine's routable address while its multi-node mode is on; a local
 # run (no RAY_ADDRESS) turns it off so every Ray server listens on loopback only. Read at import.
@@ -21,6 +22,9 @@ def connect(cfg: PipelineConfig) -> str:
     """Start or join Ray; returns a short description of where we are."""
     if ray.is_initialized():
         return "already connected"
+    # Ray Data redraws its progress bars many times a second; into a log file (ray job submit, CI) that
+    # is thousands of lines. Our own per-step lines carry the progress there.
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": {**QUIET_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib)}}
     if address:

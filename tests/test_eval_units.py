@@ -44,6 +44,24 @@ def test_referral_finds_where_the_reasoning_leaves_the_path() -> None:
     assert summary["path_exact"] == 0 and summary["branching_errors_by_depth"] == {"1": 1, "2": 1}
 
 
+def test_gta_referral_checks_the_cited_rules_against_the_fired_ones() -> None:
+    from mpi_ray.data.gta_policy.dataset import build_splits
+    from mpi_ray.data.gta_policy.generator import generate_split
+
+    records = build_splits(generate_split("train", 40, seed=3), generate_split("test", 4, seed=3), "gta_policy")["train"]
+    with_rules = [(r["cot"], json.loads(r["meta"])["rule_ids"]) for r in records if json.loads(r["meta"])["rule_ids"]]
+    assert len(with_rules) >= 20
+    for cot, fired in with_rules:  # the gold CoT cites exactly the rules that fire
+        assert referral.rule_referral(cot, fired) == {"exact": True, "recall": 1.0, "precision": 1.0}
+    assert referral.cited_rules("Rule 5 applies. Rule 22: draw boxes first. Rule 5 again. Rules 99") == ["R5", "R22"]
+    wrong = referral.rule_referral("Rule 5 applies because credits > 250.", ["R6", "R22"])
+    assert wrong == {"exact": False, "recall": 0.0, "precision": 0.0}
+    half = referral.rule_referral("Rule 6 applies; Rule 9 too.", ["R6", "R22"])
+    assert half == {"exact": False, "recall": 0.5, "precision": 0.5}
+    assert referral.summarize_rules([wrong, half]) == {"samples": 2, "rules_exact": 0.0, "rule_recall": 0.25,
+                                                       "rule_precision": 0.25}
+
+
 def test_judge_score_is_read_under_the_score_heading() -> None:
     assert referral.judge_score("fine.\n## Score ##\n8") == 8.0
     assert referral.judge_score("## Score ## **7.5**") == 7.5
@@ -174,3 +192,17 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
     assert "88.9%" in report and "up to 85.7%" in report and "before MPI (base model): 25.00" in report
     for plot in ("training_loss", "rl_rewards", "branching_errors"):
         assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report
+
+
+def test_gta_report_scores_tool_argument_and_rule_referral(tmp_path: Path) -> None:
+    suites = {"samples": 4, "accuracy": 50.0, "format": 100.0, "tool": 75.0, "arg": 25.0}
+    results = {
+        "run": "t", "dataset": "gta_policy", "final": "sft", "max_response_len": 64, "forgetting_benchmark": "general",
+        "checkpoints": {"sft": {"label": "CoT SFT", "suites": {"policy_free": suites},
+                                "referral": {"rules": {"samples": 4, "rules_exact": 0.25, "rule_recall": 0.5,
+                                                       "rule_precision": 0.75}}}},
+    }
+    report = write_report(tmp_path, results).read_text()
+    assert "| Method | Tool Acc | Arg Score | Overall | Override | Referral rules exact | Samples |" in report
+    assert "| CoT SFT | 75.00 | 25.00 | 50.00 | - | 25.00 | 4 |" in report
+    assert "cites exactly the rules that apply: 25.0% of 4 responses" in report

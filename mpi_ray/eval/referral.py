@@ -5,6 +5,10 @@ checks ..." / "Condition 1.2 shows ...", the form the CoT targets teach), agains
 branching error is the depth of the first condition where the two paths part (the paper's
 branching-error figure); a path that stops early or wanders past the leaf counts at that depth.
 
+Programmatic (GTAPolicy): the rules the reasoning cites ("Rule 5 applies", "Rule 22: ...") against
+the rules that fire for the sample (its version rule and its tips); order-free, since a GTAPolicy
+decision is not a walk down a tree.
+
 LLM judge (any dataset): the paper's 0-10 rubric (App. I) sent to an OpenAI-compatible endpoint
 (our own Ray Serve endpoint included); the score is read from under "## Score ##".
 """
@@ -18,6 +22,7 @@ from collections import Counter
 from typing import Any
 
 VISIT = re.compile(r"Condition (\d+(?:\.\d+)*) (?:checks|shows)")
+CITE = re.compile(r"\bRule (\d+)\b")
 SCORE = re.compile(r"##\s*Score\s*##\s*\**\s*(\d+(?:\.\d+)?)")
 
 JUDGE_PROMPT = """You are checking whether a model's reasoning follows a policy faithfully.
@@ -65,6 +70,25 @@ def summarize_paths(results: list[dict[str, Any]]) -> dict[str, Any]:
         "condition_precision": sum(r["precision"] for r in results) / count,
         "branching_errors_by_depth": {str(depth): depths[depth] for depth in sorted(depths)},
     }
+
+
+def cited_rules(text: str) -> list[str]:
+    """GTAPolicy rule IDs ("R5") the reasoning cites, in order, each once."""
+    return list(dict.fromkeys(f"R{number}" for number in CITE.findall(text or "")))
+
+
+def rule_referral(text: str, fired: list[str]) -> dict[str, Any]:
+    """{exact, recall, precision} of the cited rules against the rules that fire (non-empty)."""
+    cited, gold = set(cited_rules(text)), set(fired)
+    hits = len(cited & gold)
+    return {"exact": cited == gold, "recall": hits / len(gold), "precision": hits / len(cited) if cited else 0.0}
+
+
+def summarize_rules(results: list[dict[str, Any]]) -> dict[str, Any]:
+    count = len(results)
+    return {"samples": count, "rules_exact": sum(r["exact"] for r in results) / count,
+            "rule_recall": sum(r["recall"] for r in results) / count,
+            "rule_precision": sum(r["precision"] for r in results) / count}
 
 
 def judge_score(reply: str) -> float | None:

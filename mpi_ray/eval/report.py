@@ -40,13 +40,14 @@ def stage_table(results: dict[str, Any]) -> list[str]:
     trained checkpoint without it; override and referral where the checkpoint was evaluated on them."""
     gta = is_gta(results["dataset"])
     scores = ["Tool Acc", "Arg Score", "Overall"] if gta else ["Acc"]
-    header = ["Method", *scores, "Override", "Referral path exact", "Samples"]
+    header = ["Method", *scores, "Override", "Referral rules exact" if gta else "Referral path exact", "Samples"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, summary in results["checkpoints"].items():
         suite = "in_context" if name == "model" else "policy_free"
         values = [_suite(summary, suite, "tool"), _suite(summary, suite, "arg"), _suite(summary, suite)] if gta \
             else [_suite(summary, suite)]
-        path = summary.get("referral", {}).get("programmatic", {}).get("path_exact")
+        ref = summary.get("referral", {})
+        path = ref.get("rules", {}).get("rules_exact") if gta else ref.get("programmatic", {}).get("path_exact")
         cells = [summary["label"], *map(_pct, values), _pct(_suite(summary, "override")),
                  _pct(None if path is None else 100 * path), str(summary["suites"].get(suite, {}).get("samples", 0))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -124,6 +125,11 @@ def _referral(final: dict[str, Any]) -> list[str]:
                   f"- Gold conditions visited (recall): {100 * prog['condition_recall']:.1f}%; visited conditions on the "
                   f"gold path (precision): {100 * prog['condition_precision']:.1f}%",
                   f"- First divergence by depth (0 = the root condition): {prog['branching_errors_by_depth']}"]
+    rules = ref.get("rules")
+    if rules:
+        lines += [f"- Reasoning cites exactly the rules that apply: {100 * rules['rules_exact']:.1f}% of {rules['samples']} responses",
+                  f"- Applicable rules cited (recall): {100 * rules['rule_recall']:.1f}%; cited rules that apply "
+                  f"(precision): {100 * rules['rule_precision']:.1f}%"]
     judge = ref.get("judge")
     if judge:
         lines.append(f"- LLM judge ({judge['model']} at {judge['url']}): mean {_pct(judge['mean_score'])} / 10 over "

@@ -44,10 +44,13 @@ def efficiency_summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def referral_summary(cfg: PipelineConfig, responses: list[dict[str, Any]]) -> dict[str, Any]:
-    """Programmatic path referral where samples carry a gold path (ClevrPolicy); the LLM judge when
-    eval.judge_url is set."""
+    """Programmatic referral where samples carry a gold path (ClevrPolicy) or fired rules (GTAPolicy);
+    the LLM judge when eval.judge_url is set."""
     paths = [referral.path_referral(r["text"], r["gold_path"]) for r in responses if r.get("gold_path")]
     summary: dict[str, Any] = {"programmatic": referral.summarize_paths(paths)} if paths else {}
+    rules = [referral.rule_referral(r["text"], r["rule_ids"]) for r in responses if r.get("rule_ids")]
+    if rules:
+        summary["rules"] = referral.summarize_rules(rules)
     if cfg.eval.judge_url:
         model = cfg.eval.judge_model or referral.judge_model_id(cfg.eval.judge_url)
         scores = [referral.ask_judge(cfg.eval.judge_url, model, r["policy_text"], r["text"])
@@ -74,7 +77,8 @@ def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, sui
             responses.append({
                 "suite": suite, "sample_id": sample["sample_id"], "dataset": sample["dataset"], "answer": sample["answer"],
                 "text": answer["text"], "response_tokens": answer["response_tokens"], "prompt_tokens": answer["prompt_tokens"],
-                "finish_reason": answer["finish_reason"], "gold_path": meta.get("gold_path"), "policy_text": sample["policy_text"],
+                "finish_reason": answer["finish_reason"], "gold_path": meta.get("gold_path"),
+                "rule_ids": meta.get("rule_ids"), "policy_text": sample["policy_text"],
                 "scores": score_eval(sample["dataset"], answer["text"], sample["answer"], sample["truth"], cfg.rl.reward),
             })
     out_dir.mkdir(parents=True, exist_ok=True)
