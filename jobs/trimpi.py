@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     print(f"finished: {', '.join(stages)}; outputs in {run.root}")
     if "report" in ctx.outputs:
-        table = [line for line in Path(ctx.outputs["report"]).read_text().splitlines() if line.startswith("|")]
-        print(f"report: {ctx.outputs['report']}\n" + "\n".join(table))
+        from mpi_ray.eval.report import report_tables
+
+        print(f"report: {ctx.outputs['report']}\n" + "\n".join(report_tables(Path(ctx.outputs["report"]))))
     return 0
 
 

@@ -41,6 +41,7 @@ class StageContext:
 
 
 PREREQUISITES = ("model", "data")  # what every later stage reads; built on demand when missing
+TRAINED_STAGES = ("cpt", "sft", "rl")  # the stages that produce a new model
 
 
 def ordered(stages: list[str]) -> list[str]:

@@ -167,5 +167,10 @@ def write_report(run: Path, results: dict[str, Any]) -> Path:
     return path
 
 
+def report_tables(report: Path) -> list[str]:
+    """The table rows of a written report.md (the stage table and the efficiency table)."""
+    return [line for line in report.read_text().splitlines() if line.startswith("|")]
+
+
 def headline(results: dict[str, Any]) -> str:
     return "\n".join(stage_table(results))

@@ -13,9 +13,8 @@ from typing import Any
 
 from mpi_ray.eval.report import headline, write_report
 from mpi_ray.eval.runner import evaluate_checkpoint
-from mpi_ray.pipeline import StageContext
+from mpi_ray.pipeline import TRAINED_STAGES, StageContext
 
-TRAINED = ("cpt", "sft", "rl")
 BASE_SUITES = ("in_context", "forgetting")  # the base model: the in-context baseline, forgetting "before"
 COMPARE_SUITES = ("policy_free", "override", "referral")  # each earlier checkpoint: its row of the table
 
@@ -37,7 +36,7 @@ def stage_label(stage: str, ran: set[str], ctx: StageContext) -> str:
 
 def checkpoints(ctx: StageContext) -> list[tuple[str, str, list[str]]]:
     """(stage, model path, suites) to evaluate, in pipeline order; the newest model last, with every suite."""
-    done = {stage: ctx.run.completed(stage) for stage in ("model", *TRAINED)}
+    done = {stage: ctx.run.completed(stage) for stage in ("model", *TRAINED_STAGES)}
     made = {stage: marker["outputs"]["model"] for stage, marker in done.items() if marker}
     final_model = ctx.current_model()
     final = next((stage for stage in reversed(list(made)) if made[stage] == final_model), "model")
@@ -59,7 +58,7 @@ def describe(ctx: StageContext) -> str:
 def run(ctx: StageContext) -> dict[str, Any]:
     out = ctx.run.stage_dir("eval")
     plan = checkpoints(ctx)
-    ran = {stage for stage in TRAINED if ctx.run.completed(stage)}
+    ran = {stage for stage in TRAINED_STAGES if ctx.run.completed(stage)}
     data_dir = ctx.outputs["data"]
     summaries = {stage: evaluate_checkpoint(ctx.cfg, path, data_dir, suites, out, stage, stage_label(stage, ran, ctx))
                  for stage, path, suites in plan}

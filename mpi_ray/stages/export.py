@@ -15,9 +15,8 @@ from typing import Any
 
 from mpi_ray.config.loader import dump_config
 from mpi_ray.data.shards import read_manifest
-from mpi_ray.pipeline import StageContext
-
-TRAINED = ("cpt", "sft", "rl")
+from mpi_ray.eval.report import report_tables
+from mpi_ray.pipeline import TRAINED_STAGES, StageContext
 
 
 def describe(ctx: StageContext) -> str:
@@ -28,8 +27,7 @@ def _card(ctx: StageContext, source: str, stages: list[str], manifest: dict[str,
     report = ctx.run.root / "report.md"
     scores = ""
     if report.exists():
-        table = [line for line in report.read_text().splitlines() if line.startswith("|")]
-        scores = "\n## Scores (from the run's report)\n\n" + "\n".join(table) + "\n"
+        scores = "\n## Scores (from the run's report)\n\n" + "\n".join(report_tables(report)) + "\n"
     names = ", ".join(policy["name"] for policy in manifest.get("policies", [])) or "see the dataset manifest"
     return f"""# {ctx.cfg.serve.model_id}
 
@@ -53,7 +51,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     out = ctx.run.stage_dir("export") / ctx.cfg.serve.model_id
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(source, out)
-    stages = [stage for stage in TRAINED if ctx.run.completed(stage)]
+    stages = [stage for stage in TRAINED_STAGES if ctx.run.completed(stage)]
     manifest = read_manifest(ctx.outputs["data"]) if "data" in ctx.outputs else {}
     (out / "README.md").write_text(_card(ctx, str(source), stages, manifest))
     (out / "mpi_ray_export.json").write_text(json.dumps({
