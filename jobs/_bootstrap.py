@@ -1,8 +1,31 @@
-"""Make `mpi_ray` importable when a job runs from a plain checkout (ray job submit --working-dir .)."""
+"""What every job script starts with: `mpi_ray` importable from a plain checkout (ray job submit
+--working-dir .), and one way to refuse a bad config or argument before any Ray work."""
+
+from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from mpi_ray.config.schema import PipelineConfig
+
+EXIT_CONFIG = 2  # a bad config or argument: nothing was started
+
+
+def refuse(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def config_or_exit(path: str | None, overrides: list[str]) -> PipelineConfig:
+    from mpi_ray.config import ConfigError, load_config
+
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        refuse(str(exc))

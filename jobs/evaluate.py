@@ -16,11 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401  (puts the repo root on sys.path)
-
-from mpi_ray.config import ConfigError, load_config
-
-EXIT_CONFIG = 2
+from _bootstrap import config_or_exit, refuse  # first: puts the repo root on sys.path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,15 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     overrides = list(args.overrides) + ([f"eval.suites=[{args.suite}]"] if args.suite else [])
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = config_or_exit(args.config, overrides)
     for name, path in (("--checkpoint", args.checkpoint), ("--data", args.data)):
         if not Path(path).is_dir():
-            print(f"error: {name} {path} is not a folder", file=sys.stderr)
-            return EXIT_CONFIG
+            refuse(f"{name} {path} is not a folder")
     out = Path(args.out or Path(args.checkpoint).resolve().parent / "eval")
 
     import ray

@@ -17,11 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import _bootstrap  # noqa: F401  (puts the repo root on sys.path)
-
-from mpi_ray.config import ConfigError, load_config
-
-EXIT_CONFIG = 2
+from _bootstrap import config_or_exit, refuse  # first: puts the repo root on sys.path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,14 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     flags = {"serve.host": args.host, "serve.port": args.port, "serve.model_id": args.model_id}
     overrides = list(args.overrides) + [f"{key}={value}" for key, value in flags.items() if value is not None]
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = config_or_exit(args.config, overrides)
     if not (Path(args.checkpoint) / "config.json").is_file():
-        print(f"error: --checkpoint {args.checkpoint} is not a Hugging Face model folder (no config.json)", file=sys.stderr)
-        return EXIT_CONFIG
+        refuse(f"--checkpoint {args.checkpoint} is not a Hugging Face model folder (no config.json)")
 
     import ray
     from ray import serve

@@ -13,14 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401  (puts the repo root on sys.path)
+from _bootstrap import config_or_exit, refuse  # first: puts the repo root on sys.path
 
-from mpi_ray.config import ConfigError, load_config
 from mpi_ray.config.loader import dump_config
 from mpi_ray.pipeline import StageContext, ordered, plan_lines, run_stages, with_prerequisites
 from mpi_ray.run_dir import RunDir
-
-EXIT_CONFIG = 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,15 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.stages:
         overrides.append(f"run.stages=[{args.stages}]")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = config_or_exit(args.config, overrides)
     stages = ordered(cfg.run.stages)
     if args.from_stage and args.from_stage not in stages:
-        print(f"error: --from-stage {args.from_stage!r} is not among the stages to run: {stages}", file=sys.stderr)
-        return EXIT_CONFIG
+        refuse(f"--from-stage {args.from_stage!r} is not among the stages to run: {stages}")
 
     run = RunDir.create(cfg)
     if args.from_stage:

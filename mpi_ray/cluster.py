@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -15,7 +16,18 @@ import ray  # noqa: E402
 from mpi_ray.config.schema import PipelineConfig  # noqa: E402
 
 # Workers of every actor and task see these; vLLM reads its CPU KV-cache size from the environment.
-QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1"}
+# Ray Train's print patch echoes every print of a learner twice (stdout and its logger); vLLM's INFO
+# lines (hundreds per engine start) bury the progress lines unless a user asks for them.
+QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1",
+             "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+# Ray Train's placement-group cleaner asks the State API, which a local cluster without the dashboard
+# lacks, and warns every second; a local cluster dies with the driver, so nothing is left to clean.
+PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_local_worker() -> None:
+    """worker_process_setup_hook of the local cluster."""
+    logging.getLogger(PG_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
 def connect(cfg: PipelineConfig) -> str:
@@ -35,7 +47,7 @@ def connect(cfg: PipelineConfig) -> str:
         num_gpus=cfg.resources.cluster_gpus,
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
-        runtime_env=runtime_env,
+        runtime_env={**runtime_env, "worker_process_setup_hook": f"{__name__}.quiet_local_worker"},
         log_to_driver=True,
     )
     return f"started a local Ray cluster on 127.0.0.1 ({cfg.resources.cluster_cpus} logical CPUs)"

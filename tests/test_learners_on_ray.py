@@ -17,7 +17,7 @@ from conftest import REPO, small_clevr
 pytestmark = pytest.mark.slow
 
 OVERRIDES = ["cpt.max_steps=6", "cpt.batch_size_per_worker=2", "cpt.checkpoint_every=3", "cpt.max_seq_len=4096",
-             "cpt.optim.lr=1e-3", "cpt.optim.warmup_ratio=0", "resources.learner_workers=2"]
+             "cpt.optim.lr=1e-3", "cpt.optim.warmup_ratio=0", "cpt.workers=2"]
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from mpi_ray.train import checkpoint
 from mpi_ray.train.checkpoint import seed_all
 from mpi_ray.train.lora import apply_lora, merged
 from mpi_ray.train.losses import masked_lm_loss
+from mpi_ray.train.progress import Pace
 from mpi_ray.train.schedule import lr_lambda
 from mpi_ray.train.strategy import make_strategy
 
@@ -90,13 +91,13 @@ def learner_loop(config: dict[str, Any]) -> None:
     position = checkpoint.restore(strategy, rank)
     micro_step = position["micro_step"] if position else 0
     if position:
-        print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}")
+        print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}", flush=True)
 
     out = Path(job.out_dir)
     mode = "a" if position else "w"  # a restart appends to its own run's logs; a fresh run starts them anew
     order_log = (out / f"data_order_rank{rank}.jsonl").open(mode)
     metrics_log = (out / "metrics.jsonl").open(mode) if rank == 0 else None
-    started, tokens, first_step = time.time(), 0, micro_step
+    pace, tokens = Pace(job.total_micro_steps), 0
     checkpoint_every = stage_cfg.checkpoint_every * stage_cfg.grad_accum
     for epoch in range(job.epochs):
         epoch_start = epoch * job.micro_steps_per_epoch
@@ -111,7 +112,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                 break
             rows = next(iterator, None)
             if not _all_have_batch(rows is not None):
-                print(f"[{job.stage}] epoch {epoch}: a rank's stream ended early (skipped bad samples); next epoch")
+                print(f"[{job.stage}] epoch {epoch}: a rank's stream ended early (skipped bad samples); next epoch", flush=True)
                 break
             if index < skip:
                 continue  # consumed before the restart; its update is in the checkpoint
@@ -126,8 +127,7 @@ def learner_loop(config: dict[str, Any]) -> None:
             order_log.flush()
             if grad_norm is None and micro_step < job.total_micro_steps:
                 continue
-            _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, started, first_step,
-                    checkpoint_every, metrics_log)
+            _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, pace, checkpoint_every, metrics_log)
     order_log.close()
     export_hf(job.out_dir, job.model_path, strategy, rank)
 
@@ -144,19 +144,16 @@ def _die_once(out: Path, rank: int, micro_step: int) -> None:
 
 
 def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: int, loss: float,
-            grad_norm: float | None, tokens: int, started: float, first_step: int, checkpoint_every: int,
-            metrics_log: Any) -> None:
-    elapsed = max(time.time() - started, 1e-6)
-    done = micro_step - first_step
-    eta = (job.total_micro_steps - micro_step) * elapsed / max(done, 1)
+            grad_norm: float | None, tokens: int, pace: Pace, checkpoint_every: int, metrics_log: Any) -> None:
+    rate, eta = pace.update(micro_step, tokens)
     metrics = {"stage": job.stage, "micro_step": micro_step, "epoch": epoch, "loss": loss, "lr": strategy.lr,
-               "grad_norm": grad_norm, "tokens": tokens, "time": time.time(), "tokens_per_s": tokens / elapsed, "eta_s": eta}
+               "grad_norm": grad_norm, "tokens": tokens, "time": time.time(), "tokens_per_s": rate, "eta_s": eta}
     is_last = micro_step >= job.total_micro_steps
     if metrics_log:
         metrics_log.write(json.dumps(metrics) + "\n")
         metrics_log.flush()
         print(f"[{job.stage}] step {micro_step}/{job.total_micro_steps} loss {loss:.4f} lr {strategy.lr:.2e} "
-              f"{metrics['tokens_per_s']:.0f} tok/s ETA {eta:.0f}s", flush=True)
+              f"{Pace.describe(rate, eta)}", flush=True)
     if micro_step % checkpoint_every and not is_last:
         # Metrics go to the JSONL file; Ray Train gets a report only with a checkpoint, because its
         # controller takes one report per worker per poll and a lagging queue loses checkpoints on a crash.

@@ -34,6 +34,7 @@ from mpi_ray.rollout import weight_sync
 from mpi_ray.train import checkpoint
 from mpi_ray.train.checkpoint import seed_all
 from mpi_ray.train.loop import export_hf
+from mpi_ray.train.progress import Pace
 from mpi_ray.train.schedule import lr_lambda
 from mpi_ray.train.strategy import make_strategy
 
@@ -73,7 +74,7 @@ def _probe(row: dict[str, Any]) -> str:
     return "" if diff is None else f" (probe diff {diff:.1e})"
 
 
-def _progress(step: int, total: int, row: dict[str, Any], eta: float) -> str:
+def _progress(step: int, total: int, row: dict[str, Any], eta: float | None) -> str:
     def group(key: str) -> str:
         parts = [f"{short} {row[f'{g}/{key}']:.2f}" for g, short in ((POLICY_FREE, "free"), (POLICY_AWARE, "aware"))
                  if f"{g}/{key}" in row]
@@ -82,7 +83,7 @@ def _progress(step: int, total: int, row: dict[str, Any], eta: float) -> str:
     return (f"[rl] step {step}/{total} reward {group('reward')} acc {group('accuracy')} kl {row['kl_mean']:.4f} "
             f"clip {row['clip_fraction']:.3f} stale {row['staleness']} kept {row['groups_kept']} "
             f"gen {row['rollout_tokens_per_s']:.0f} tok/s learn {row['learner_tokens_per_s']:.0f} tok/s "
-            f"sync {row['weight_sync_s']:.2f}s{_probe(row)} step {row['step_s']:.1f}s ETA {eta:.0f}s")
+            f"sync {row['weight_sync_s']:.2f}s{_probe(row)} step {row['step_s']:.1f}s {Pace.describe(None, eta)}")
 
 
 def rl_learner_loop(config: dict[str, Any]) -> None:
@@ -116,7 +117,7 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         if position:
             print(f"[rl] resumed at step {first_step} of {job.total_steps} ({prompts_drawn} prompts drawn)", flush=True)
         ray.get(job.buffer.begin.remote(first_step, prompts_drawn))
-    started = time.time()
+    pace = Pace(job.total_steps)
     for step in range(first_step, job.total_steps):
         waited = time.perf_counter()
         entry = ray.get(job.buffer.take.remote(step))
@@ -146,7 +147,7 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
                "wait_for_rollouts_s": waited}
         metrics_log.write(json.dumps(row) + "\n")
         metrics_log.flush()
-        eta = (time.time() - started) / (step + 1 - first_step) * (job.total_steps - step - 1)
+        _, eta = pace.update(step + 1)
         print(_progress(step + 1, job.total_steps, row, eta), flush=True)
     if metrics_log:
         metrics_log.close()
