@@ -64,3 +64,26 @@ def test_evaluate_cli_runs_one_suite(tmp_path: Path, tiny_model_dir: Path) -> No
     summary = json.loads((out / "results.json").read_text())
     assert list(summary["suites"]) == ["policy_free"] and summary["suites"]["policy_free"]["samples"] == 4
     assert _run("jobs/evaluate.py", "--checkpoint", str(tmp_path / "nope"), "--data", str(data)).returncode == 2
+
+
+def test_evaluate_cli_scores_gtapolicy_tool_calls_and_rule_referral(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """GTAPolicy through the same path: tool / argument / overall scores, the rule-override block in
+    context, and the rules the reasoning cites against the rules that fire."""
+    from mpi_ray.data.gta_policy.__main__ import main as generate
+
+    data = tmp_path / "gta"
+    assert generate(["--out", str(data), "--train", "8", "--test", "4", "--seed", "2"]) == 0
+    out = tmp_path / "eval"
+    result = _run("jobs/evaluate.py", "--checkpoint", str(tiny_model_dir), "--data", str(data),
+                  "--suite", "policy_free,in_context,override,referral", "--out", str(out), *SMALL[7:10])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["dataset"].startswith("gta_policy")
+    for suite in ("policy_free", "in_context", "override"):
+        scores = summary["suites"][suite]
+        assert scores["samples"] == 4 and {"tool", "arg"} <= set(scores), scores
+        assert all(0 <= scores[key] <= 100 for key in ("tool", "arg", "accuracy"))
+    rules = summary["referral"]["rules"]
+    assert rules["samples"] == 4 and 0 <= rules["rules_exact"] <= 1, rules
+    responses = [json.loads(line) for line in (out / "responses-checkpoint.jsonl").read_text().splitlines()]
+    assert all(r["rule_ids"] for r in responses if r["suite"] == "policy_free")  # every GTA sample fires a rule
