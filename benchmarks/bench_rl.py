@@ -49,7 +49,7 @@ def overrides(args: argparse.Namespace, algorithm: str = "poro-grpo") -> list[st
             f"rl.group_size={args.group}", f"rl.update_batch={sequences}", "rl.micro_batch_per_worker=4",
             "rl.reward.accuracy_weight=0", "rl.reward.format_weight=1", "rl.reward.format_pattern=.*the.*",
             "rollout.engines=2", f"rollout.max_response_len={args.response}", "rollout.max_prompt_len=2048",
-            "rl.max_seq_len=2048", "resources.learner_workers=2"]
+            "resources.learner_workers=2"]
 
 
 def steady_step_s(metrics_file: Path) -> tuple[float, float]:

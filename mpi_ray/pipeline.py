@@ -1,7 +1,8 @@
 """The stage plan: which stages run, in which order, from which inputs; markers make re-runs resume.
 
-Each stage module has `describe(ctx) -> str` and `run(ctx) -> outputs`; a stage's outputs (e.g.
-{"model": path}) become the inputs of the stages after it.
+The stages and their order are schema.STAGES; stage <name> is the module mpi_ray.stages.<name>, with
+`describe(ctx) -> str` and `run(ctx) -> outputs`; a stage's outputs (e.g. {"model": path}) become the
+inputs of the stages after it.
 """
 
 from __future__ import annotations
@@ -11,20 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpi_ray.config.schema import PipelineConfig
+from mpi_ray.config.schema import STAGES, PipelineConfig
 from mpi_ray.run_dir import RunDir
-
-# Stage name -> module in mpi_ray.stages, in pipeline order.
-STAGE_MODULES: dict[str, str] = {
-    "model": "mpi_ray.stages.model",
-    "data": "mpi_ray.stages.data",
-    "cpt": "mpi_ray.stages.cpt",
-    "sft": "mpi_ray.stages.sft",
-    "rl": "mpi_ray.stages.rl",
-    "eval": "mpi_ray.stages.eval",
-    "export": "mpi_ray.stages.export",
-    "serve": "mpi_ray.stages.serve",
-}
 
 
 @dataclass
@@ -45,8 +34,7 @@ TRAINED_STAGES = ("cpt", "sft", "rl")  # the stages that produce a new model
 
 
 def ordered(stages: list[str]) -> list[str]:
-    order = list(STAGE_MODULES)
-    return sorted(dict.fromkeys(stages), key=order.index)
+    return sorted(dict.fromkeys(stages), key=STAGES.index)
 
 
 def with_prerequisites(run: RunDir, stages: list[str]) -> list[str]:
@@ -57,7 +45,7 @@ def with_prerequisites(run: RunDir, stages: list[str]) -> list[str]:
 
 
 def stage_module(stage: str):
-    return importlib.import_module(STAGE_MODULES[stage])
+    return importlib.import_module(f"mpi_ray.stages.{stage}")
 
 
 def plan_lines(ctx: StageContext, stages: list[str]) -> list[str]:
@@ -70,7 +58,7 @@ def plan_lines(ctx: StageContext, stages: list[str]) -> list[str]:
 
 def load_earlier_outputs(ctx: StageContext, stages: list[str]) -> None:
     """Outputs of completed stages before the first one asked for (e.g. `--stages sft` after cpt)."""
-    for stage in STAGE_MODULES:
+    for stage in STAGES:
         if stage == stages[0]:
             return
         done = ctx.run.completed(stage)

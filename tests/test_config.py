@@ -77,6 +77,16 @@ def test_bad_inputs_name_the_key_and_what_is_allowed(overrides: list[str], must_
         assert text in message, message
 
 
+def test_every_stage_is_a_module_and_runs_in_the_schemas_order() -> None:
+    from importlib.util import find_spec
+
+    from mpi_ray.config.schema import STAGES
+    from mpi_ray.pipeline import ordered
+
+    assert all(find_spec(f"mpi_ray.stages.{stage}") for stage in STAGES)
+    assert ordered(["serve", "rl", "model", "rl"]) == ["model", "rl", "serve"]
+
+
 def test_bad_files_and_override_syntax(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")

@@ -104,10 +104,10 @@ def test_judge_client_speaks_openai_chat_completions() -> None:
 
 def test_eval_scores_exact_match_and_never_raise() -> None:
     reward = load_config(REPO / "configs/default.yaml").rl.reward
-    good = score_eval("clevr_policy-T-N2", "<think>x</think> \\boxed{Case 2}", "Case 2", "{}", reward)
+    good = score_eval("clevr_policy-T-N2", "<think>x</think> \\boxed{Case 2}", "Case 2", reward)
     assert good == {"accuracy": 1.0, "format": 1.0}
     for junk in ("", "\\boxed{", "\x00" * 10, "<think>" * 1000):
-        assert score_eval("clevr_policy-T-N2", junk, "Case 2", "{}", reward)["accuracy"] == 0.0
+        assert score_eval("clevr_policy-T-N2", junk, "Case 2", reward)["accuracy"] == 0.0
     assert mean_scores([{"accuracy": 1.0}, {"accuracy": 0.0}]) == {"samples": 2, "accuracy": 50.0}
 
 
@@ -119,11 +119,11 @@ def test_gta_eval_splits_tool_and_argument_scores() -> None:
     def answer(call: dict) -> str:
         return "<think>look up the tool</think>\n\\boxed{" + json.dumps(call) + "}"
 
-    exact = score_eval("gta_policy", answer(gold), json.dumps(gold), "{}", reward)
+    exact = score_eval("gta_policy", answer(gold), json.dumps(gold), reward)
     assert exact["tool"] == exact["arg"] == exact["accuracy"] == 1.0
-    other = score_eval("gta_policy", answer(wrong_version), json.dumps(gold), "{}", reward)
+    other = score_eval("gta_policy", answer(wrong_version), json.dumps(gold), reward)
     assert other["tool"] == 0.0 and other["accuracy"] < 1.0
-    assert score_eval("gta_policy", "no call at all", json.dumps(gold), "{}", reward) == \
+    assert score_eval("gta_policy", "no call at all", json.dumps(gold), reward) == \
         {"accuracy": 0.0, "format": 0.0, "tool": 0.0, "arg": 0.0}
 
 

@@ -1,5 +1,6 @@
-"""The rollout engine (real vLLM in a Ray actor): log-probs that match the learner's, generation with
-log-probs and versions, and the weight-sync check (still open, see the xfail)."""
+"""The rollout engine (real vLLM in a Ray actor on the session cluster): log-probs that match the
+learner's, generation from an image with log-probs and versions, and a weight sync that the next
+samples and log-probs follow."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ pytestmark = pytest.mark.slow
 
 SEQUENCE = "<|im_start|>user\nAccording to Policy: L4-Simuna, which case?<|im_end|>\n<|im_start|>assistant\n\\boxed{Case 3}"
 PROMPT = {"prompt": SEQUENCE, "images": []}
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (112, 112), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# 112 x 112 pixels: 8 x 8 patches of 14, merged 2 x 2 -> 16 visual tokens in place of the one <|image_pad|>
+IMAGE_PROMPT = {"prompt": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which case?<|im_end|>\n"
+                          "<|im_start|>assistant\n", "images": [_png((200, 30, 30))]}
 
 
 def _hf_logprobs(model: torch.nn.Module, ids: list[int]) -> list[float]:
@@ -39,10 +55,13 @@ def test_engine_logprobs_match_the_learner_and_samples_carry_logprobs(ray_local,
     ids = load_processor(tiny_model_dir).tokenizer(SEQUENCE)["input_ids"]
     engine_logp = ray_local.get(engine.prompt_logprobs.remote(PROMPT))
     assert engine_logp == pytest.approx(_hf_logprobs(load_model(tiny_model_dir).eval(), ids), abs=2e-3)
-    result = ray_local.get(engine.generate.remote([PROMPT], n=3, max_tokens=8))
-    assert result["version"] == 0 and len(result["samples"][0]) == 3
-    for sample in result["samples"][0]:
-        assert len(sample["logprobs"]) == len(sample["token_ids"]) >= 1
+    result = ray_local.get(engine.generate.remote([PROMPT, IMAGE_PROMPT], n=3, max_tokens=8))
+    assert result["version"] == 0 and [len(samples) for samples in result["samples"]] == [3, 3]
+    image_prompt_ids = load_processor(tiny_model_dir).tokenizer(IMAGE_PROMPT["prompt"])["input_ids"]
+    assert result["prompt_tokens"] == [len(ids), len(image_prompt_ids) - 1 + 16]  # the image reached the model
+    for sample in result["samples"][0] + result["samples"][1]:
+        assert 1 <= len(sample["logprobs"]) == len(sample["token_ids"]) <= 8
+        assert all(logprob <= 0 for logprob in sample["logprobs"])
 
 
 def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine, tmp_path: Path,

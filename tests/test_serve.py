@@ -82,8 +82,12 @@ def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Pat
 
         good = json.dumps(_chat(_data_url(Image.new("RGB", (112, 112), "blue")))).encode()
         status, body = _post(f"{url}/v1/chat/completions", good)
-        assert status == 200 and body["choices"][0]["message"]["content"] is not None
-        assert body["usage"]["prompt_tokens"] > 16  # the image's visual tokens reached the model
+        assert status == 200 and isinstance(body["choices"][0]["message"]["content"], str)
+        assert 1 <= body["usage"]["completion_tokens"] <= 8  # max_tokens held
+        text_only = json.dumps(_chat(None)).encode()
+        status, plain = _post(f"{url}/v1/chat/completions", text_only)
+        assert status == 200  # the image reached the model: <|vision_start|>, 16 visual tokens (112 x 112 px), <|vision_end|>
+        assert body["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"] + 1 + 16 + 1
 
         bad = {  # what each malformed request is answered with
             "bad JSON": (b'{"model": "mpi-ray-policy-free", "messages": [', 400),

@@ -26,11 +26,24 @@ def test_same_seed_same_bytes_other_seed_other_weights(tiny_model_dir: Path, tmp
     assert _digest(other)["tokenizer.json"] == _digest(tiny_model_dir)["tokenizer.json"]
 
 
+def _parameters(size: str) -> int:
+    """A size's parameter count from its config alone: the model built on the meta device, no weights."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from mpi_ray.model.tiny import SIZES, build_config, train_tokenizer
+
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(build_config(SIZES[size], train_tokenizer(SIZES[size].vocab)))
+    return sum(p.numel() for p in model.parameters())
+
+
 def test_sizes_are_ordered_and_xs_is_about_a_million_parameters(tiny_model_dir: Path) -> None:
     import json
 
-    info = json.loads((tiny_model_dir / "mpi_ray_tiny.json").read_text())
-    assert 0.5e6 < info["parameters"] < 1.5e6
+    xs, s, m = (_parameters(size) for size in ("xs", "s", "m"))
+    assert xs < s < m, (xs, s, m)
+    assert 0.5e6 < xs < 1.5e6
+    assert json.loads((tiny_model_dir / "mpi_ray_tiny.json").read_text())["parameters"] == xs  # what build_tiny wrote
 
 
 def test_chat_template_places_image_and_visual_ids_match_config(tiny_model_dir: Path) -> None:

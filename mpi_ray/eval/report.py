@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mpi_ray.eval.scoring import is_gta  # noqa: E402
+from mpi_ray.rewards.combine import is_gta  # noqa: E402
 
 
 def _metrics(path: Path) -> list[dict[str, Any]]:

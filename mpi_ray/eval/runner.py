@@ -79,7 +79,7 @@ def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, sui
                 "text": answer["text"], "response_tokens": answer["response_tokens"], "prompt_tokens": answer["prompt_tokens"],
                 "finish_reason": answer["finish_reason"], "gold_path": meta.get("gold_path"),
                 "rule_ids": meta.get("rule_ids"), "policy_text": sample["policy_text"],
-                "scores": score_eval(sample["dataset"], answer["text"], sample["answer"], sample["truth"], cfg.rl.reward),
+                "scores": score_eval(sample["dataset"], answer["text"], sample["answer"], cfg.rl.reward),
             })
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / f"responses-{name}.jsonl").open("w") as file:

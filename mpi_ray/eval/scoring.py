@@ -2,8 +2,8 @@
 
     ClevrPolicy, CLEVR general  -> accuracy: exact match of the last \\boxed{} with the gold
     GTAPolicy                   -> tool (Tool Acc), arg (Arg Score), accuracy = overall = their mean
-Every response also gets `format` (the reward's format check). Like the rewards, any model output
-yields numbers, never an exception.
+Every response also gets `format` (the reward's format check). The scores are the RL reward's own
+(rewards.combine.response_scores), so like the rewards, any model output yields numbers, never an exception.
 """
 
 from __future__ import annotations
@@ -12,23 +12,11 @@ from collections import defaultdict
 from typing import Any
 
 from mpi_ray.config.schema import RewardConfig
-from mpi_ray.rewards.combine import gold_tool_call, score_response
-from mpi_ray.rewards.format import response_text
-from mpi_ray.rewards.gta_score import score_tool_call
+from mpi_ray.rewards.combine import response_scores
 
 
-def is_gta(dataset: str) -> bool:
-    return dataset == "gta" or dataset.startswith("gta_policy")
-
-
-def score_eval(dataset: str, text: str, answer: str, truth: str, reward: RewardConfig) -> dict[str, float]:
-    scores = score_response(dataset, text, answer, truth, reward)
-    row = {"accuracy": scores["accuracy"], "format": scores["format"]}
-    if is_gta(dataset):
-        safe = response_text(text)
-        parts = score_tool_call(safe, gold_tool_call(answer)) if safe is not None else {"tool": 0.0, "args": 0.0}
-        row.update(tool=float(parts["tool"]), arg=float(parts["args"]))
-    return row
+def score_eval(dataset: str, text: str, answer: str, reward: RewardConfig) -> dict[str, float]:
+    return response_scores(dataset, text, answer, reward)
 
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:

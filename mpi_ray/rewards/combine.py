@@ -31,7 +31,7 @@ def _is_clevr(dataset: str) -> bool:
     return dataset.startswith("clevr_policy") or dataset == "clevr_general"
 
 
-def _is_gta(dataset: str) -> bool:
+def is_gta(dataset: str) -> bool:
     return dataset == "gta" or dataset.startswith("gta_policy")
 
 
@@ -43,19 +43,44 @@ def gold_tool_call(gold_answer: str) -> dict[str, Any]:
     return {"name": call.name, "arguments": call.arguments}
 
 
-def _accuracy_scorer(dataset: str, gold_answer: str, similarity: Similarity | None) -> Callable[[str | None], float]:
-    """Resolve everything trusted (dataset, gold, similarity model) before any model output is seen."""
+def _accuracy_scorer(dataset: str, gold_answer: str, similarity: Similarity | None) -> Callable[[str | None], dict[str, float]]:
+    """Resolve everything trusted (dataset, gold, similarity model) before any model output is seen.
+    The scorer gives {accuracy}; for a tool call also {tool, arg}, the halves accuracy is the mean of."""
     if _is_clevr(dataset):
-        return lambda text: clevr_accuracy(text, gold_answer)
-    if _is_gta(dataset):
+        return lambda text: {"accuracy": clevr_accuracy(text, gold_answer)}
+    if is_gta(dataset):
         gold = gold_tool_call(gold_answer)
         scorer = similarity or sentence_similarity()  # loads (once per process) here, so a missing model raises
-        return lambda text: 0.0 if text is None else score_tool_call(text, gold, similarity=scorer)["reward"]
+
+        def tool_call_scores(text: str | None) -> dict[str, float]:
+            if text is None:
+                return {"accuracy": 0.0, "tool": 0.0, "arg": 0.0}
+            scores = score_tool_call(text, gold, similarity=scorer)
+            return {"accuracy": scores["reward"], "tool": scores["tool"], "arg": scores["args"]}
+
+        return tool_call_scores
     raise ValueError(f"no reward for dataset {dataset!r}; known: clevr_policy*, clevr_general, gta_policy*, gta")
 
 
 def _bounded(score: float) -> float:
     return min(1.0, max(0.0, score)) if math.isfinite(score) else 0.0
+
+
+def response_scores(
+    dataset: str, response: object, gold_answer: str, cfg: RewardConfig, similarity: Similarity | None = None
+) -> dict[str, float]:
+    """What the reward and the evaluation both score in one response: {accuracy, format}, and for a tool
+    call also {tool, arg}; each in [0, 1] whatever the response holds."""
+    score_accuracy = _accuracy_scorer(dataset, gold_answer, similarity)
+    text = response_text(response)
+    try:
+        scores = {key: _bounded(float(value)) for key, value in score_accuracy(text).items()}
+        scores["format"] = _bounded(format_reward(text, cfg.format_pattern))
+    except Exception as error:  # noqa: BLE001 - last resort: model output must never raise
+        log.warning("reward scorer failed on a %s response (%s: %s); scored 0", dataset, type(error).__name__, error)
+        # the same keys, all 0: with no text the scorers only return zeros
+        scores = dict.fromkeys(score_accuracy(None), 0.0) | {"format": 0.0}
+    return scores
 
 
 def score_response(
@@ -69,13 +94,6 @@ def score_response(
     """{reward, accuracy, format} of one response. `truth_json` (the sample's structured truth) is
     accepted for scorers that need it; ClevrPolicy and GTAPolicy score from `gold_answer` alone.
     `similarity` replaces the GTA text similarity (default: the packaged MiniLM)."""
-    score_accuracy = _accuracy_scorer(dataset, gold_answer, similarity)
-    text = response_text(response)
-    try:
-        accuracy = _bounded(float(score_accuracy(text)))
-        format_score = _bounded(format_reward(text, cfg.format_pattern))
-    except Exception as error:  # noqa: BLE001 - last resort: model output must never raise
-        log.warning("reward scorer failed on a %s response (%s: %s); scored 0", dataset, type(error).__name__, error)
-        accuracy = format_score = 0.0
-    reward = cfg.accuracy_weight * accuracy + cfg.format_weight * format_score
-    return {"reward": reward, "accuracy": accuracy, "format": format_score}
+    scores = response_scores(dataset, response, gold_answer, cfg, similarity)
+    reward = cfg.accuracy_weight * scores["accuracy"] + cfg.format_weight * scores["format"]
+    return {"reward": reward, "accuracy": scores["accuracy"], "format": scores["format"]}

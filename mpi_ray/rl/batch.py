@@ -1,5 +1,10 @@
 """Rollouts and the learner batch, shaped so that the PolicyRollout (PoRo) contract holds by
-construction (paper Eq. 3, DESIGN.md "PoRo").
+construction (paper Eq. 3).
+
+The contract: PoRo samples G responses from the policy-free prompt (Q, I) and G from the
+policy-aware prompt (Q, I, P), and the learner scores and trains on ALL of them given the
+policy-free prompt (Q, I) only; advantages are normalized over the 2G rewards of the prompt, and
+log-probs sampled under the policy text never enter a ratio or an importance weight.
 
 Flow: the rollout code turns each engine sample into a `Rollout` with `make_rollout` (which drops
 the sampler log-probs of policy-aware samples), `group_by_prompt` pools the G policy-free and G

@@ -1,12 +1,13 @@
 """The RL objective in one place: GRPO / DAPO advantages, the reference KL, and the clipped
 policy-gradient loss that PoRo-GRPO and PoRo-DAPO (paper Eq. 3) share.
 
-PoRo contract (DESIGN.md): `logp`, `old_logp` and `ref_logp` are ALWAYS the learner's log-probs of
-the response tokens given the POLICY-FREE prompt (Q, I), for the policy-free and the policy-aware
-responses alike. The sampler's policy-conditioned log-probs never enter a ratio; the only sampler
-log-probs this module ever sees are `behavior_logp` of policy-free samples, and those only weight a
-token (truncated importance sampling), never form the PPO ratio. `mpi_ray.rl.batch` builds inputs
-that keep this contract.
+The PoRo contract (the policy text P guides sampling only; the model learns to act without it):
+`logp`, `old_logp` and `ref_logp` are ALWAYS the learner's log-probs of the response tokens given
+the POLICY-FREE prompt (Q, I), for the policy-free and the policy-aware responses alike. The
+sampler's policy-conditioned log-probs never enter a ratio; the only sampler log-probs this module
+ever sees are `behavior_logp` of policy-free samples, and those only weight a token (truncated
+importance sampling), never form the PPO ratio. `mpi_ray.rl.batch` builds inputs that keep this
+contract.
 
 Shapes: per-token tensors are [batch, tokens] (one row per response, padded), `mask` marks the real
 response tokens, `advantages` are per response [batch].

@@ -33,8 +33,9 @@ class BufferedBatch:
     end: str | None = None  # set instead of rollouts when the producer stops (reason)
 
 
-@ray.remote(num_cpus=0)
-class RolloutBuffer:
+class RolloutBufferState:
+    """The buffer's logic as a plain class, so it is testable without Ray; RolloutBuffer is the actor."""
+
     def __init__(self, max_staleness: int, world_size: int):
         self.max_staleness = max_staleness
         self.world_size = world_size  # an entry is dropped once every learner rank took it
@@ -101,5 +102,5 @@ class RolloutBuffer:
         self.version, self.weights, self.probe = version, weights, probe
         await self._notify()
 
-    def state(self) -> dict[str, Any]:
-        return {"version": self.version, "steps_waiting": sorted(self.entries), "end": self.end}
+
+RolloutBuffer = ray.remote(num_cpus=0)(RolloutBufferState)

@@ -34,6 +34,8 @@ def _engine_input(prompt: dict[str, Any]) -> dict[str, Any]:
 class RolloutEngine:
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, max_images: int = 32, dtype: str = "float32"):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        if cfg.engine_core_in_process:  # read when vllm is imported
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
         self.llm = LLM(

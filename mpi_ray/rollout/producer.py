@@ -33,7 +33,6 @@ class RolloutJob:
     prompts: Any  # a Ray Dataset of RL prompt rows (mpi_ray.data.streams, stage "rl")
     total_steps: int
     max_images: int  # images in the largest prompt (policy images + query images)
-    kill_engine_at_step: int | None = None  # drill: an engine dies in the middle of this step
 
 
 class PromptSource:
@@ -135,7 +134,7 @@ class RolloutProducer:
         rounds: list[Round] = []
 
         def next_round() -> list[RolloutGroup]:
-            kill = 0 if step == self.job.kill_engine_at_step and not rounds else None
+            kill = 0 if step + 1 == self.cfg.drill.kill_engine_at_rl_step and not rounds else None
             rounds.append(self._round(source.take(self.rl.rollout_batch), kill))
             return rounds[-1].groups
 

@@ -1,1 +1,1 @@
-"""Pipeline stages: each is one module with `run(ctx) -> outputs`, registered in mpi_ray.pipeline."""
+"""Pipeline stages: each is one module with `run(ctx) -> outputs`, named as in mpi_ray.config.schema.STAGES."""

@@ -26,6 +26,7 @@ from mpi_ray.train import checkpoint
 from mpi_ray.train.checkpoint import seed_all
 from mpi_ray.train.lora import apply_lora, merged
 from mpi_ray.train.losses import masked_lm_loss
+from mpi_ray.train.metrics_log import open_metrics_log
 from mpi_ray.train.progress import Pace
 from mpi_ray.train.schedule import lr_lambda
 from mpi_ray.train.strategy import make_strategy
@@ -94,9 +95,9 @@ def learner_loop(config: dict[str, Any]) -> None:
         print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}", flush=True)
 
     out = Path(job.out_dir)
-    mode = "a" if position else "w"  # a restart appends to its own run's logs; a fresh run starts them anew
+    mode = "a" if position else "w"  # a restart appends to its own run's log; a fresh run starts it anew
     order_log = (out / f"data_order_rank{rank}.jsonl").open(mode)
-    metrics_log = (out / "metrics.jsonl").open(mode) if rank == 0 else None
+    metrics_log = open_metrics_log(out / "metrics.jsonl", "micro_step", micro_step if position else None) if rank == 0 else None
     pace, tokens = Pace(job.total_micro_steps), 0
     checkpoint_every = stage_cfg.checkpoint_every * stage_cfg.grad_accum
     for epoch in range(job.epochs):

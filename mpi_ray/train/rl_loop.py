@@ -34,6 +34,7 @@ from mpi_ray.rollout import weight_sync
 from mpi_ray.train import checkpoint
 from mpi_ray.train.checkpoint import seed_all
 from mpi_ray.train.loop import export_hf
+from mpi_ray.train.metrics_log import open_metrics_log
 from mpi_ray.train.progress import Pace
 from mpi_ray.train.schedule import lr_lambda
 from mpi_ray.train.strategy import make_strategy
@@ -112,7 +113,8 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
     first_step, prompts_drawn = (position["step"], position["prompts_drawn"]) if position else (0, 0)
     if position:
         weight_sync.publish(strategy, job.buffer, tokenizer, first_step, rank)  # the engines start from the checkpoint
-    metrics_log = _metrics_log(Path(job.out_dir) / "metrics.jsonl", first_step) if rank == 0 else None
+    metrics_log = open_metrics_log(Path(job.out_dir) / "metrics.jsonl", "step", first_step if position else None) \
+        if rank == 0 else None
     if rank == 0:
         if position:
             print(f"[rl] resumed at step {first_step} of {job.total_steps} ({prompts_drawn} prompts drawn)", flush=True)
@@ -152,15 +154,6 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
     if metrics_log:
         metrics_log.close()
     export_hf(job.out_dir, job.model_path, strategy, rank)
-
-
-def _metrics_log(path: Path, first_step: int) -> Any:
-    """The step log, keeping the rows of steps before `first_step` (a resumed run redoes the later ones)."""
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= first_step] \
-        if first_step and path.exists() else []
-    log = path.open("w")
-    log.writelines(line + "\n" for line in kept)
-    return log
 
 
 def _update(strategy: Any, reference: torch.nn.Module | None, encoder: SequenceEncoder, samples: list[LearnerSample],

@@ -52,8 +52,7 @@ def total_steps(cfg: PipelineConfig, prompts: int) -> int:
     return min(steps, cfg.rl.max_steps) if cfg.rl.max_steps else steps
 
 
-def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: Path,
-                 kill_engine_at_step: int | None = None) -> dict[str, Any]:
+def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: Path) -> dict[str, Any]:
     """RL from `model_path` on the train prompts of `data_dir`; the final policy lands in out_dir/hf."""
     rl = cfg.rl
     workers = rl.workers or cfg.resources.learner_workers
@@ -74,7 +73,7 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
     buffer = RolloutBuffer.remote(cfg.rollout.max_staleness, workers)
     config_json = cfg.model_dump(mode="json")
     producer = RolloutProducer.remote(
-        RolloutJob(model_path, config_json, prompts, steps, max_images(data_dir), kill_engine_at_step), buffer)
+        RolloutJob(model_path, config_json, prompts, steps, max_images(data_dir)), buffer)
     produced = producer.run.remote()
     job = RLJob(model_path=model_path, out_dir=str(out_dir), cfg=config_json, total_steps=steps, buffer=buffer,
                 threads=max(1, int(cfg.resources.cpus_per_learner)))

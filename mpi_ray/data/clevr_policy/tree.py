@@ -93,9 +93,6 @@ class DecisionTree:
     def node(self, node_id: str) -> Node:
         return self._by_id[node_id]
 
-    def leaf_for_case(self, case: int) -> Node:
-        return next(leaf for leaf in self.leaves() if leaf.case == case)
-
 
 @dataclass(frozen=True)
 class Step:

@@ -1,0 +1,222 @@
+"""The whole pipeline, once, as users run it, with its faults: one run of model -> data -> VM-CPT ->
+CoT-SFT -> PoRo-GRPO -> eval -> export on the session's two-node loopback cluster, and every test
+here reads what that run left behind.
+
+The run is three invocations of the same command:
+  A `python jobs/trimpi.py ...` joins the cluster and is killed (SIGKILL, the driver's whole process
+    group) once VM-CPT has a checkpoint;
+  B the same command again: skips model and data, resumes VM-CPT, runs CoT-SFT, and is killed once RL
+    has a checkpoint;
+  C the same command through `ray job submit --working-dir .`: resumes RL and finishes. During RL a
+    rollout engine is killed mid-step (drill.kill_engine_at_rl_step), rollouts run one step ahead of
+    the learners (max_staleness 1), and every weight sync is verified by probe log-probs.
+
+Learners ask for the head's `learner_node` resource and vLLM engines for the second node's
+`rollout_node` (tests/conftest.py), so the run completing shows each role ran on its own node.
+
+The RL reward here is "the response has an even number of characters" (a format pattern): about half
+of the lightly trained model's samples earn it, so groups have unequal rewards, advantages are
+non-zero and the weights really move.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+RL_STEPS = 4
+KILLED_ENGINE_STEP = 4
+OVERRIDES = [
+    "model.tiny.size=xs",
+    "data.clevr.depth=2", "data.clevr.variant=M", "data.clevr.policies=2", "data.clevr.train_per_policy=8",
+    "data.clevr.test=4", "data.clevr.general=4", "data.clevr.cot_fraction=0.5",
+    # 8 CoT rows: VM-CPT 4 steps of 2 (a checkpoint every 2), CoT-SFT 2 steps
+    "cpt.batch_size_per_worker=2", "cpt.max_steps=4", "cpt.checkpoint_every=2", "cpt.max_seq_len=4096",
+    "sft.batch_size_per_worker=2", "sft.max_steps=2",
+    # 8 non-CoT rows: PoRo-GRPO, 2 prompts x (G=2 policy-free + G=2 policy-aware) a step, a checkpoint every step
+    "rl.algorithm=poro-grpo", f"rl.max_steps={RL_STEPS}", "rl.checkpoint_every=1", "rl.rollout_batch=2",
+    "rl.group_size=2", "rl.update_batch=8", "rl.micro_batch_per_worker=2", "rl.optim.lr=1e-3",
+    "rl.reward.accuracy_weight=0", "rl.reward.format_weight=1", "rl.reward.format_pattern=(?:..)*",
+    "rollout.engines=2", "rollout.max_staleness=1", "rollout.max_response_len=16", "rollout.max_prompt_len=2048",
+    f"drill.kill_engine_at_rl_step={KILLED_ENGINE_STEP}",
+    "resources.learner_workers=2", "resources.learner_resources={learner_node: 1}",
+    "resources.engine_resources={rollout_node: 1}",
+    # eval: the base model (in-context row, forgetting before) and the final model on every suite
+    "eval.compare=[model]", "eval.max_samples=4", "eval.max_response_len=16", "eval.efficiency_samples=2",
+    "eval.efficiency_repeats=2",
+]
+STAGES = "model,data,cpt,sft,rl,eval,export"
+
+
+@dataclass
+class PipelineRun:
+    dir: Path
+    first_log: str  # A: killed in VM-CPT
+    second_log: str  # B: killed in RL
+    submitted: subprocess.CompletedProcess  # C: ray job submit, to the end
+
+    def marker(self, stage: str) -> dict:
+        return json.loads((self.dir / "stages" / f"{stage}.json").read_text())["outputs"]
+
+    def metrics(self, stage: str) -> list[dict]:
+        return [json.loads(line) for line in (self.dir / stage / "metrics.jsonl").read_text().splitlines()]
+
+
+def _registered_checkpoint(run_storage: Path) -> bool:
+    """Ray Train has recorded a checkpoint of this run (not merely started writing one)."""
+    try:
+        return json.loads((run_storage / "checkpoint_manager_snapshot.json").read_text()).get("latest_checkpoint_result") is not None
+    except (OSError, ValueError):
+        return False
+
+
+def _run_until_checkpoint(args: list[str], log_path: Path, stage_storage: Path, timeout_s: float = 900) -> str:
+    """Start the job, SIGKILL its whole process group once `stage_storage` has a checkpoint; its log."""
+    with log_path.open("w") as log:
+        job = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not _registered_checkpoint(stage_storage) and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        alive = job.poll() is None
+        if alive:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    text = log_path.read_text()
+    assert alive, f"the job ended before its checkpoint in {stage_storage.name}:\n{text[-4000:]}"
+    return text
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    root = tmp_path_factory.mktemp("pipeline")
+    run_dir = root / "run"
+    args = ["jobs/trimpi.py", "--stages", STAGES, f"run.dir={run_dir}", *OVERRIDES]
+    first = _run_until_checkpoint(args, root / "first.log", run_dir / "ray_train" / "cpt")
+    assert not (run_dir / "stages" / "cpt.json").exists()
+    second = _run_until_checkpoint(args, root / "second.log", run_dir / "ray_train" / "rl")
+    assert not (run_dir / "stages" / "rl.json").exists()
+    submitted = subprocess.run(
+        [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", ray_cluster.dashboard,
+         "--working-dir", ".", "--", sys.executable, *args],  # the venv's python
+        cwd=REPO, capture_output=True, text=True, timeout=1500)
+    (root / "third.log").write_text(submitted.stdout + submitted.stderr)
+    assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-6000:]
+    return PipelineRun(run_dir, first, second, submitted)
+
+
+def test_model_and_data_are_built_once_through_ray_then_skipped(pipeline_run: PipelineRun) -> None:
+    model = pipeline_run.marker("model")["model"]
+    assert Path(model, "model.safetensors").exists() and Path(model, "processor_config.json").exists()
+    assert "joined Ray cluster at" in pipeline_run.first_log
+    assert "[model] done in" in pipeline_run.first_log and "[data] done in" in pipeline_run.first_log
+    for later in (pipeline_run.second_log, pipeline_run.submitted.stdout):
+        assert "[model] already done, skipping" in later and "[data] already done, skipping" in later
+
+
+def test_vm_cpt_resumes_after_the_driver_dies(pipeline_run: PipelineRun) -> None:
+    assert "[cpt] rank 0 resumed at micro-step" not in pipeline_run.first_log
+    assert "[cpt] rank 0 resumed at micro-step 2" in pipeline_run.second_log
+    steps = [row["micro_step"] for row in pipeline_run.metrics("cpt")]
+    assert steps[-1] == 4
+
+
+def test_stages_chain_their_checkpoints(pipeline_run: PipelineRun) -> None:
+    model, cpt, sft, rl = (pipeline_run.marker(stage) for stage in ("model", "cpt", "sft", "rl"))
+    assert cpt["from_model"] == model["model"]
+    assert sft["from_model"] == cpt["model"] == str(pipeline_run.dir / "cpt" / "hf")
+    assert rl["from_model"] == sft["model"] == str(pipeline_run.dir / "sft" / "hf")
+    assert len(pipeline_run.metrics("sft")) == 2
+    for stage in ("cpt", "sft", "rl"):
+        assert Path(pipeline_run.marker(stage)["model"], "model.safetensors").exists()
+
+
+def test_rl_resumes_after_the_driver_dies_and_logs_each_step_once(pipeline_run: PipelineRun) -> None:
+    assert "[rl] resumed at step " not in pipeline_run.second_log
+    assert "[rl] resumed at step " in pipeline_run.submitted.stdout
+    assert [row["step"] for row in pipeline_run.metrics("rl")] == list(range(1, RL_STEPS + 1))
+    assert pipeline_run.marker("rl")["rl_steps"] == RL_STEPS
+
+
+def test_rl_survives_a_dead_engine_with_bounded_staleness_and_verified_syncs(pipeline_run: PipelineRun) -> None:
+    rl = pipeline_run.marker("rl")
+    assert rl["early_stop"] is None
+    assert rl["engine_restarts"] == 1  # engine 0 was killed mid-step 4, replaced, its prompts re-issued
+    assert "[rollout] engine 0 died" in pipeline_run.submitted.stdout
+    rows = pipeline_run.metrics("rl")
+    staleness = [row["staleness"] for row in rows]
+    assert set(staleness) <= {0, 1} and 1 in staleness  # sampled one step ahead, never two
+    synced = 0
+    for before, row in zip([None, *rows], rows):
+        assert row["weight_version"] == row["step"] - 1 - row["staleness"]
+        assert 0 < row["is_weight_mean"] <= 2.0  # truncated IS (cap rollout.is_truncation=2)
+        for group in ("policy_free", "policy_aware"):  # both rollout groups, 2 prompts x G=2 each
+            assert 0.0 <= row[f"{group}/reward"] <= 1.0 and row[f"{group}/length"] > 0
+        assert row["groups_kept"] == 2 and row["rollout_tokens_per_s"] > 0 and row["learner_tokens_per_s"] > 0
+        if row["weight_version"] > 0 and (before is None or row["weight_version"] != before["weight_version"]):
+            # new weights reached the engines for this step: each engine's probe log-probs matched the learner's
+            assert row["weight_sync_probe_diff"] is not None and row["weight_sync_probe_diff"] <= 0.05, row
+            synced += 1
+    assert synced >= 2
+    assert any(abs(row["loss"]) > 0 for row in rows)  # non-zero advantages somewhere
+    before, after = _probe(Path(rl["from_model"])), _probe(Path(rl["model"]))
+    assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3  # the RL policy moved
+
+
+def _probe(model_dir: Path) -> list[float]:
+    from mpi_ray.model.loading import load_model, load_processor
+    from mpi_ray.rollout.weight_sync import probe_logprobs
+
+    return probe_logprobs(load_model(model_dir).eval(), load_processor(model_dir).tokenizer)
+
+
+def test_eval_scores_every_suite_and_reports(pipeline_run: PipelineRun) -> None:
+    results = json.loads((pipeline_run.dir / "eval" / "results.json").read_text())
+    assert results["final"] == "rl" and results["dataset"].startswith("clevr_policy-M")
+    assert set(results["checkpoints"]) == {"model", "rl"}
+    assert set(results["checkpoints"]["model"]["suites"]) == {"in_context", "forgetting"}
+    final = results["checkpoints"]["rl"]
+    assert set(final["suites"]) == {"policy_free", "in_context", "override", "forgetting"}
+    responses = [json.loads(line) for line in (pipeline_run.dir / "eval" / "responses-rl.jsonl").read_text().splitlines()]
+    assert {r["suite"] for r in responses} == set(final["suites"])
+    assert all(0 < r["response_tokens"] <= 16 for r in responses)
+    for suite, summary in final["suites"].items():  # the summary is the mean of the scored responses
+        scored = [r["scores"]["accuracy"] for r in responses if r["suite"] == suite]
+        assert summary["samples"] == len(scored) == 4
+        assert summary["accuracy"] == pytest.approx(100 * sum(scored) / len(scored))
+    in_context = {r["sample_id"]: r["prompt_tokens"] for r in responses if r["suite"] == "in_context"}
+    assert all(in_context[r["sample_id"]] > r["prompt_tokens"] for r in responses if r["suite"] == "policy_free")
+    efficiency = final["efficiency"]
+    assert efficiency["samples"] == 2
+    assert efficiency["prompt_tokens_with_policy"] > efficiency["prompt_tokens_without_policy"] > 0  # the policy is gone
+    assert efficiency["token_reduction_pct"] == pytest.approx(
+        100 * (1 - efficiency["prompt_tokens_without_policy"] / efficiency["prompt_tokens_with_policy"]))
+    assert final["referral"]["programmatic"]["samples"] == 4
+
+    report = (pipeline_run.dir / "report.md").read_text()
+    assert "| In-Context (no MPI) |" in report and "| TriMPI w/ PoRo-GRPO |" in report
+    assert "## Efficiency" in report and "## Forgetting" in report
+    assert "report:" in pipeline_run.submitted.stdout and "| Method |" in pipeline_run.submitted.stdout
+
+
+def test_export_is_a_self_contained_hf_folder_with_a_model_card(pipeline_run: PipelineRun) -> None:
+    export = pipeline_run.dir / "export" / "mpi-ray-policy-free"
+    assert (export / "config.json").exists() and (export / "model.safetensors").exists()
+    assert "| TriMPI w/ PoRo-GRPO |" in (export / "README.md").read_text()
+    from mpi_ray.model.loading import load
+
+    loaded = load(export)  # transformers loads it as it is, processor included
+    ids = loaded.processor.tokenizer("Condition 1", return_tensors="pt")["input_ids"]
+    assert loaded.model.generate(input_ids=ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
