@@ -43,6 +43,7 @@ def connect(cfg: PipelineConfig) -> str:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return f"joined Ray cluster at {address}"
     ray.init(
+        address="local",  # a new cluster even when another one runs on this machine (ray.init would join it)
         num_cpus=cfg.resources.cluster_cpus,
         num_gpus=cfg.resources.cluster_gpus,
         _node_ip_address="127.0.0.1",

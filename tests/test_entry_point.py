@@ -45,7 +45,7 @@ def test_local_ray_listens_on_loopback_only() -> None:
     assert body["nodes"] == ["127.0.0.1"]
     servers = {name for name, _, _ in body["listening"]}
     assert {"gcs_server", "raylet"} <= servers, body["listening"]  # the check saw Ray's own servers
-    assert all(ip == "127.0.0.1" for _, ip, _ in body["listening"]), body["listening"]
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip, _ in body["listening"]), body["listening"]
 
 
 def test_dry_run_prints_plan_and_resolved_config(tmp_path: Path) -> None:
