@@ -40,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_stage and args.from_stage not in stages:
         refuse(f"--from-stage {args.from_stage!r} is not among the stages to run: {stages}")
 
-    run = RunDir.create(cfg)
-    if args.from_stage:
-        run.clear_from(stages[stages.index(args.from_stage):])
+    redo = tuple(stages[stages.index(args.from_stage):]) if args.from_stage else ()
+    run = RunDir.at(cfg)
+    if not args.dry_run:  # a dry run changes nothing: no config.yaml written, no stage forgotten
+        run = RunDir.create(cfg)
+        run.clear_from(list(redo))
     stages = with_prerequisites(run, stages)
     ctx = StageContext(cfg, run)
     print(f"mpi-ray TriMPI run '{cfg.run.name}' in {run.root}")
-    print("plan:\n" + "\n".join(plan_lines(ctx, stages)))
+    print("plan:\n" + "\n".join(plan_lines(ctx, stages, redo)))
     if args.dry_run:
         print("resolved config:\n" + dump_config(cfg))
         return 0

@@ -48,10 +48,11 @@ def stage_module(stage: str):
     return importlib.import_module(f"mpi_ray.stages.{stage}")
 
 
-def plan_lines(ctx: StageContext, stages: list[str]) -> list[str]:
+def plan_lines(ctx: StageContext, stages: list[str], redo: tuple[str, ...] = ()) -> list[str]:
+    """One line per stage; `redo` (--from-stage) are run again even where a marker says done."""
     lines = []
     for stage in stages:
-        status = "done (skip)" if ctx.run.completed(stage) else "to run"
+        status = "done (skip)" if ctx.run.completed(stage) and stage not in redo else "to run"
         lines.append(f"  {stage:<7} {status:<16} {stage_module(stage).describe(ctx)}")
     return lines
 

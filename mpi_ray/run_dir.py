@@ -26,11 +26,16 @@ class RunDir:
     root: Path
 
     @classmethod
+    def at(cls, cfg: PipelineConfig) -> "RunDir":
+        """The run directory of `cfg`, read-only: nothing is created or written (a dry run)."""
+        return cls(Path(cfg.run.dir).expanduser().resolve())
+
+    @classmethod
     def create(cls, cfg: PipelineConfig) -> "RunDir":
-        root = Path(cfg.run.dir).expanduser().resolve()
-        (root / "stages").mkdir(parents=True, exist_ok=True)
-        (root / "config.yaml").write_text(dump_config(cfg))
-        return cls(root)
+        run = cls.at(cfg)
+        (run.root / "stages").mkdir(parents=True, exist_ok=True)
+        (run.root / "config.yaml").write_text(dump_config(cfg))
+        return run
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage

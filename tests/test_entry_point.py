@@ -48,15 +48,27 @@ def test_local_ray_listens_on_loopback_only() -> None:
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip, _ in body["listening"]), body["listening"]
 
 
-def test_dry_run_prints_plan_and_resolved_config(tmp_path: Path) -> None:
-    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt,rl,eval")
+def test_dry_run_prints_plan_and_resolved_config_and_changes_nothing(tmp_path: Path) -> None:
+    from mpi_ray.config import load_config
+    from mpi_ray.run_dir import RunDir
+
+    run = RunDir.create(load_config(None, [f"run.dir={tmp_path}"]))  # a live run: model, data and cpt done
+    for stage in ("model", "data", "cpt"):
+        run.mark_done(stage, {"x": stage}, seconds=1.0)
+        run.stage_dir(stage).mkdir()
+    (tmp_path / "config.yaml").write_text("the live run's config\n")
+    before = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+
+    result = _trimpi("--dry-run", f"run.dir={tmp_path}", "rl.group_size=6", "--stages", "model,cpt,rl,eval",
+                     "--from-stage", "cpt")
     assert result.returncode == 0, result.stderr
-    assert "model   to run" in result.stdout
-    assert "cpt     to run           VM-CPT" in result.stdout
+    assert "model   done (skip)" in result.stdout
+    assert "cpt     to run           VM-CPT" in result.stdout  # --from-stage: redone
     assert "rl      to run           poro-grpo" in result.stdout
     assert "eval    to run           suites policy_free" in result.stdout
     assert "group_size: 6" in result.stdout
-    assert (tmp_path / "config.yaml").exists()
+    assert (tmp_path / "config.yaml").read_text() == "the live run's config\n"
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == before  # no marker or folder gone
 
 
 def test_from_stage_forgets_markers_work_and_train_checkpoints(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def test_model_and_data_are_built_once_through_ray_then_skipped(pipeline_run: Pi
 
 def test_vm_cpt_resumes_after_the_driver_dies(pipeline_run: PipelineRun) -> None:
     assert "[cpt] rank 0 resumed at micro-step" not in pipeline_run.first_log
-    assert "[cpt] rank 0 resumed at micro-step 2" in pipeline_run.second_log
+    # from the checkpoint of step 2, or of step 4 when that one was registered before the kill landed
+    assert re.search(r"\[cpt\] rank 0 resumed at micro-step [24]\b", pipeline_run.second_log)
     steps = [row["micro_step"] for row in pipeline_run.metrics("cpt")]
     assert steps[-1] == 4
 

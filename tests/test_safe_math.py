@@ -137,3 +137,21 @@ def test_agrees_with_python_on_integer_arithmetic(a: int, b: int) -> None:
     assert evaluate_expression(f"{a} + {b} * 3 - ({a})") == a + b * 3 - a
     if b:
         assert evaluate_expression(f"({a}) // ({b})") == a // b
+
+
+def test_integers_beyond_a_float_compare_without_raising() -> None:
+    """A model answer of 10**400 once raised OverflowError here and killed a GTAPolicy evaluation."""
+    assert expressions_equivalent("10**400", "10**400")
+    assert not expressions_equivalent("10**400", "10**400 + 1")
+    assert not expressions_equivalent("10**400", "2+2")
+    assert not expressions_equivalent("10**400", "1.5e300")
+    assert not expressions_equivalent("1.5e300", "10**400")
+
+
+def test_a_calculator_call_with_a_huge_integer_scores_without_raising() -> None:
+    from mpi_ray.rewards.gta_score import score_tool_call
+
+    gold = {"name": "Calculator_v1", "arguments": {"expression": "2+2"}}
+    answer = '{"name": "Calculator_v1", "arguments": {"expression": "10**400"}}'
+    scores = score_tool_call(answer, gold)
+    assert scores["tool"] == 1.0 and scores["args"] == 0.0
