@@ -109,8 +109,8 @@ class EncodeBatch:
             except BadSample as exc:
                 if self.spec.on_bad_sample == "fail":
                     raise
-                if self.errors is not None:
-                    self.errors.record.remote(self.spec.stage, exc.sample_id, exc.reason)
+                if self.errors is not None:  # recorded before the batch leaves: a task's worker moves on at once
+                    ray.get(self.errors.record.remote(self.spec.stage, exc.sample_id, exc.reason))
                 continue
             if row is not None:
                 rows.append(row)
