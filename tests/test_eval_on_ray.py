@@ -45,7 +45,7 @@ def test_evaluate_cli_scores_gtapolicy_tool_calls_and_rule_referral(ray_cluster,
     for suite, scores in summary["suites"].items():  # each figure is the mean of its scored responses
         scored = [r["scores"] for r in responses if r["suite"] == suite]
         assert scores["samples"] == len(scored) == 4
-        for key in ("tool", "arg", "accuracy"):
+        for key in ("tool", "arg", "accuracy", "format"):
             assert scores[key] == pytest.approx(100 * sum(s[key] for s in scored) / 4), (suite, key)
     rules = summary["referral"]["rules"]
     assert rules["samples"] == 4 and 0 <= rules["rules_exact"] <= 1, rules

@@ -194,10 +194,11 @@ def test_eval_scores_every_suite_and_reports(pipeline_run: PipelineRun) -> None:
     responses = [json.loads(line) for line in (pipeline_run.dir / "eval" / "responses-rl.jsonl").read_text().splitlines()]
     assert {r["suite"] for r in responses} == set(final["suites"])
     assert all(0 < r["response_tokens"] <= 16 for r in responses)
-    for suite, summary in final["suites"].items():  # the summary is the mean of the scored responses
-        scored = [r["scores"]["accuracy"] for r in responses if r["suite"] == suite]
+    for suite, summary in final["suites"].items():  # each figure is the mean of the scored responses
+        scored = [r["scores"] for r in responses if r["suite"] == suite]
         assert summary["samples"] == len(scored) == 4
-        assert summary["accuracy"] == pytest.approx(100 * sum(scored) / len(scored))
+        for key in ("accuracy", "format"):  # format (the even-length pattern) is non-zero here, so a wrong mean shows
+            assert summary[key] == pytest.approx(100 * sum(s[key] for s in scored) / 4), (suite, key)
     in_context = {r["sample_id"]: r["prompt_tokens"] for r in responses if r["suite"] == "in_context"}
     assert all(in_context[r["sample_id"]] > r["prompt_tokens"] for r in responses if r["suite"] == "policy_free")
     efficiency = final["efficiency"]
