@@ -44,6 +44,23 @@ def test_dapo_override_of_paper_config_is_valid() -> None:
     assert cfg.rl.is_dapo and cfg.rl.uses_poro and cfg.rl.clip_high == 0.28
 
 
+@pytest.mark.parametrize("algorithm, loss_agg, overlong", [
+    ("grpo", "seq-mean-token-mean", False), ("poro-grpo", "seq-mean-token-mean", False),
+    ("dapo", "token-mean", True), ("poro-dapo", "token-mean", True),
+])
+def test_the_algorithm_implies_loss_aggregation_and_overlong_shaping(algorithm: str, loss_agg: str, overlong: bool) -> None:
+    cfg = load_config(None, [f"rl.algorithm={algorithm}", "rl.kl_coef=0"])
+    assert (cfg.rl.loss_agg, cfg.rl.overlong.enabled) == (loss_agg, overlong)
+
+
+def test_an_explicit_loss_aggregation_or_overlong_setting_wins_over_the_algorithm() -> None:
+    cfg = load_config(None, ["rl.algorithm=poro-dapo", "rl.kl_coef=0", "rl.loss_agg=seq-mean-token-mean",
+                             "rl.overlong.enabled=false"])
+    assert (cfg.rl.loss_agg, cfg.rl.overlong.enabled) == ("seq-mean-token-mean", False)
+    grpo = load_config(None, ["rl.algorithm=grpo", "rl.overlong.enabled=true", "rl.overlong.buffer=32"])
+    assert grpo.rl.overlong.enabled and grpo.rl.overlong.buffer == 32
+
+
 def test_overrides_parse_yaml_scalars() -> None:
     cfg = load_config(None, ["rl.optim.lr=3e-6", "rollout.max_staleness=1", "eval.judge_url=null", "run.stages=[model]"])
     assert cfg.rl.optim.lr == 3e-6 and cfg.rollout.max_staleness == 1 and cfg.run.stages == ["model"]

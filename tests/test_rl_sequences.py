@@ -4,6 +4,8 @@ policy-free prompt (Q, I); the policy text cannot reach the loss."""
 
 from __future__ import annotations
 
+import math
+
 import io
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,24 @@ def test_a_sampled_image_placeholder_is_refused_with_a_clear_error(tiny_model_di
                                   {"p": FREE_PROMPT}, uses_poro=False)
     with pytest.raises(ValueError, match="image/video placeholder"):
         SequenceEncoder(str(tiny_model_dir)).batch(samples)
+
+
+def test_learner_log_probs_use_the_sampling_temperature() -> None:
+    """A hand computation: log softmax(logits / T) at the label of each response position."""
+    from types import SimpleNamespace
+
+    from mpi_ray.rl.sequences import response_logprobs
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]]])
+
+    class FixedLogits(torch.nn.Module):  # pure logic: the model is only a source of logits
+        def forward(self, **_: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(logits=logits)
+
+    batch = {"input_ids": torch.tensor([[0, 1, 2]]), "labels": torch.tensor([[-100, 1, 2]])}
+    for temperature in (1.0, 0.7):
+        logp, mask = response_logprobs(FixedLogits(), batch, temperature)
+        by_hand = [math.log(math.exp(0.0 / temperature) / sum(math.exp(v / temperature) for v in (2.0, 0.0, -1.0))),
+                   math.log(math.exp(0.0 / temperature) / sum(math.exp(v / temperature) for v in (0.5, 1.5, 0.0)))]
+        assert mask.tolist() == [[True, True]]
+        assert logp[0].tolist() == pytest.approx(by_hand, rel=1e-6)

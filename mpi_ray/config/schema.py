@@ -97,7 +97,7 @@ class SftConfig(StageConfig):
 
 
 class OverlongConfig(Section):
-    enabled: bool = True
+    enabled: bool | None = None  # None: as rl.algorithm implies (on for DAPO / PoRo-DAPO, off for GRPO)
     buffer: int = Field(64, ge=0)  # the last `buffer` tokens before max_response_len are penalized linearly
     penalty: float = Field(1.0, ge=0)
 
@@ -123,13 +123,24 @@ class RLConfig(Section):
     clip_high: float = Field(0.3, gt=0, lt=1)
     kl_coef: float = Field(0.01, ge=0)
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    loss_agg: Literal["token-mean", "seq-mean-token-mean"] = "seq-mean-token-mean"
+    # None: as rl.algorithm implies. DAPO averages over every token of the batch (its token-level
+    # policy-gradient loss); GRPO averages per sequence, then over sequences.
+    loss_agg: Literal["token-mean", "seq-mean-token-mean"] | None = None
     dynamic_sampling: bool = False
     max_sampling_tries: int = Field(20, ge=1)
-    overlong: OverlongConfig = OverlongConfig(enabled=False)
+    overlong: OverlongConfig = OverlongConfig()
     reward: RewardConfig = RewardConfig()
     optim: OptimConfig = OptimConfig(lr=1e-6, warmup_ratio=0.0, schedule="constant")
     checkpoint_every: int = Field(10, ge=1)  # steps; a re-run of the stage resumes from the newest
+
+    @model_validator(mode="after")
+    def _algorithm_defaults(self) -> "RLConfig":
+        """Fill what the algorithm implies; an explicit setting wins."""
+        if self.loss_agg is None:
+            self.loss_agg = "token-mean" if self.is_dapo else "seq-mean-token-mean"
+        if self.overlong.enabled is None:
+            self.overlong.enabled = self.is_dapo
+        return self
 
     @property
     def is_dapo(self) -> bool:
@@ -263,6 +274,8 @@ def cross_field_problems(cfg: PipelineConfig) -> list[str]:
         problems.append(f"rl.kl_coef={rl.kl_coef} with rl.algorithm={rl.algorithm}: DAPO has no reference KL; set rl.kl_coef=0")
     if not rl.is_dapo and rl.dynamic_sampling:
         problems.append(f"rl.dynamic_sampling=true needs rl.algorithm in (dapo, poro-dapo), got {rl.algorithm}")
+    if rl.overlong.enabled and rl.overlong.buffer > rollout.max_response_len:
+        problems.append(f"rl.overlong.buffer={rl.overlong.buffer} must be <= rollout.max_response_len={rollout.max_response_len}")
     if rl.clip_high < rl.clip_low:
         problems.append(f"rl.clip_high={rl.clip_high} must be >= rl.clip_low={rl.clip_low}")
     if cfg.rl.reward.accuracy_weight + cfg.rl.reward.format_weight <= 0:

@@ -72,11 +72,14 @@ class SequenceEncoder:
         return padded_batch(rows, self.pad_id, self.image_token_id)
 
 
-def response_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each response token ([batch, tokens-1], shifted) and the mask of response tokens."""
+def response_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                      temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each response token ([batch, tokens-1], shifted) and the mask of response tokens,
+    under the distribution the engines sample from (logits / rollout.temperature), so the PPO ratio,
+    the KL and the importance weights compare like with like (the engines report processed logprobs)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits
-    return token_logprobs(logits, batch["labels"])
+    return token_logprobs(logits / temperature, batch["labels"])
 
 
 def per_token(values: Sequence[Sequence[float] | None], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,9 @@ class RolloutEngine:
             max_num_seqs=cfg.max_num_seqs,
             limit_mm_per_prompt={"image": max_images, "video": 0},
             worker_extension_cls="mpi_ray.rollout.worker_ext.WeightSyncExtension",
+            # Behaviour log-probs after temperature (and the visual-token bias): what the learner
+            # computes as logits / temperature, so importance weights compare like with like.
+            logprobs_mode="processed_logprobs",
         )
         self.cfg = cfg
         self.version = 0

@@ -1,7 +1,13 @@
-"""Stage `model`: resolve the base model; build the tiny local Qwen2.5-VL when none is named."""
+"""Stage `model`: resolve the base model; build the tiny local Qwen2.5-VL when none is named.
+
+A relative local folder (the default's committed `assets/tiny-base`) is looked up from the working
+directory, then from the repository root, and passed on as an absolute path: learners and engines
+run in other processes whose working directory is not the driver's.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -16,6 +22,17 @@ def _build_tiny_task(out: str, size: str, seed: int, min_pixels: int, max_pixels
     return str(build_tiny(out, size, seed, min_pixels, max_pixels))
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_base(name_or_path: str) -> str:
+    """An absolute path for a local folder; anything else (a hub id) unchanged."""
+    for candidate in (Path(name_or_path), REPO_ROOT / name_or_path):
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return name_or_path
+
+
 def describe(ctx: StageContext) -> str:
     model = ctx.cfg.model
     if model.name_or_path:
@@ -26,7 +43,7 @@ def describe(ctx: StageContext) -> str:
 def run(ctx: StageContext) -> dict[str, Any]:
     model = ctx.cfg.model
     if model.name_or_path:
-        return {"model": model.name_or_path}
+        return {"model": resolve_base(model.name_or_path)}
     task = _build_tiny_task.remote(
         str(ctx.run.root / "model"), model.tiny.size, model.tiny.seed, model.min_pixels, model.max_pixels
     )

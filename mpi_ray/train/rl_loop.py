@@ -165,12 +165,13 @@ def _update(strategy: Any, reference: torch.nn.Module | None, encoder: SequenceE
     batches = [encoder.batch(chunk) for chunk in micro]
     encoder.forget_prompts()
     old, ref, masks = [], [], []
+    temperature = cfg.rollout.temperature
     with torch.no_grad():
         for batch in batches:
-            logp, mask = response_logprobs(strategy.forward_module, batch)
+            logp, mask = response_logprobs(strategy.forward_module, batch, temperature)
             old.append(logp)
             masks.append(mask)
-            ref.append(response_logprobs(reference, batch)[0] if reference is not None else None)
+            ref.append(response_logprobs(reference, batch, temperature)[0] if reference is not None else None)
     normalizers = _normalizers(masks, grad_accum, world, rl.loss_agg == "token-mean")
     sums = dict.fromkeys(LOSS_METRICS, 0.0)
     grad_norms = []
@@ -181,7 +182,7 @@ def _update(strategy: Any, reference: torch.nn.Module | None, encoder: SequenceE
             results: dict[str, float] = {}
 
             def compute_loss(module: torch.nn.Module) -> torch.Tensor:
-                logp, mask = response_logprobs(module, batch)
+                logp, mask = response_logprobs(module, batch, temperature)
                 loss, metrics = policy_loss(
                     logp, old[index], advantages, mask, rl.clip_low, rl.clip_high, rl.loss_agg,
                     ref_logp=ref[index], kl_coef=rl.kl_coef, kl_estimator=rl.kl_estimator,

@@ -1,0 +1,190 @@
+"""Pretrain the tiny Qwen2.5-VL into a base that can see and read (our stand-in for the Instruct model).
+
+    python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 224] [--minutes 60] [--seed 0]
+
+Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), trains on the endless
+generated stream of `mpi_ray.model.base_data` (perception questions and in-context policy following,
+disjoint from every run's data), and writes a Hugging Face folder plus `base_manifest.json`: the
+exact command, seed, commit, minutes, samples seen and the perception probe's accuracy. One process,
+plain PyTorch: it runs once, offline, and its output is what runs start from (`model.name_or_path`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from mpi_ray.data.encode import Encoder, decode_images, response_labels
+from mpi_ray.data.prompts import conversation
+from mpi_ray.data.streams import padded_batch
+from mpi_ray.model.base_data import BaseMix, base_records, probe_records, target_of
+from mpi_ray.model.loading import load_model
+from mpi_ray.model.tiny import SIZES, build_tiny
+from mpi_ray.train.losses import masked_lm_loss
+
+MANIFEST = "base_manifest.json"
+STATE = "base_train_state.pt"  # optimizer + position, for --resume; not part of the artifact
+
+
+def encode(encoder: Encoder, record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Prompt (with the policy when the record has one) + target; loss on the target only."""
+    target = target_of(record) + encoder.end_of_turn
+    messages, blobs = conversation(record, with_policy=bool(record["policy_text"]), target=None)
+    prompt = encoder.processor.apply_chat_template(messages, add_generation_prompt=True)
+    row = encoder._process(record["sample_id"], prompt + target, decode_images(record["sample_id"], blobs))
+    labels = response_labels(row["input_ids"], encoder.processor.tokenizer(target, add_special_tokens=False)["input_ids"])
+    assert labels is not None, record["sample_id"]
+    row["labels"] = labels
+    return row
+
+
+def collate(rows: list[dict[str, np.ndarray]], encoder: Encoder) -> dict[str, torch.Tensor]:
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    return padded_batch(columns, encoder.processor.tokenizer.pad_token_id, encoder.visual.image)
+
+
+@torch.no_grad()
+def probe_accuracy(model: torch.nn.Module, encoder: Encoder, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Balanced yes/no existence questions: the model is right when "\\boxed{<gold>}" is likelier
+    than the other answer. Overall and per number of conditions (1 = attribute, 2 = conjunction)."""
+    model.eval()
+    right: dict[int, list[bool]] = {1: [], 2: []}
+    for record in records:
+        rows = []
+        for answer in ("yes", "no"):
+            rows.append(encode(encoder, {**record, "answer": answer, "cot": None}))
+        batch = collate(rows, encoder)
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        nll = torch.stack([masked_lm_loss(logits[i: i + 1], labels[i: i + 1])[0] for i in range(2)])
+        predicted = ("yes", "no")[int(nll.argmin())]
+        right[record["meta"]["conditions"]].append(predicted == record["answer"])
+    model.train()
+    every = right[1] + right[2]
+    return {"probe": 100 * sum(every) / len(every), "probe_single": 100 * np.mean(right[1]),
+            "probe_conjunction": 100 * np.mean(right[2])}
+
+
+def optimizer_for(model: torch.nn.Module, lr: float, vision_lr_scale: float) -> torch.optim.Optimizer:
+    """The vision tower learns from few, weak gradients at init: it gets its own (larger) rate."""
+    vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}"]
+    ids = {id(p) for p in vision}
+    text = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.AdamW([{"params": text, "lr": lr}, {"params": vision, "lr": lr * vision_lr_scale}],
+                             weight_decay=0.01, betas=(0.9, 0.98))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def batches(encoder: Encoder, seed: int, image_size: int, mix: BaseMix, start: int, size: int) -> Iterator[tuple[int, list]]:
+    records = base_records(seed, image_size, mix, start)
+    number = start
+    while True:
+        rows = [encode(encoder, record) for record in itertools.islice(records, size)]
+        number += size
+        yield number, rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--size", default="xs", choices=sorted(SIZES))
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=60.0, help="training time budget (this invocation)")
+    parser.add_argument("--total-minutes", type=float, default=None, help="the cosine schedule's length (default: --minutes)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--vision-lr-scale", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--probe-every", type=int, default=500, help="steps")
+    parser.add_argument("--probe-size", type=int, default=200)
+    parser.add_argument("--policy-share", type=float, default=0.5)
+    parser.add_argument("--max-depth", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    out = Path(args.out)
+    if not (out / "config.json").exists():
+        build_tiny(out, args.size, args.seed, max_pixels=args.image_size * args.image_size)
+    state_path = out / STATE
+    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    model = load_model(out).train()
+    encoder = Encoder(str(out), max_pixels=args.image_size * args.image_size, max_seq_len=4096)
+    optimizer = optimizer_for(model, args.lr, args.vision_lr_scale)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    step, seen, spent = (state["step"], state["seen"], state["minutes"]) if state else (0, 0, 0.0)
+    total_minutes = args.total_minutes or (spent + args.minutes)
+    thinking = (1.0 - args.policy_share) * 0.7
+    mix = BaseMix(perception_think=thinking, perception_direct=1.0 - args.policy_share - thinking,
+                  policy=args.policy_share, max_depth=args.max_depth)
+    probes = probe_records(args.probe_size, args.image_size)
+    log = (out / "base_metrics.jsonl").open("a")
+    print(f"[base] {sum(p.numel() for p in model.parameters()):,} parameters, {args.image_size}px; "
+          f"from step {step} ({seen:,} samples, {spent:.1f} min)", flush=True)
+
+    started, losses = time.monotonic(), []
+    for seen, rows in batches(encoder, args.seed, args.image_size, mix, seen, args.batch):
+        minutes = spent + (time.monotonic() - started) / 60
+        progress = min(1.0, minutes / total_minutes)
+        for group, base_lr in zip(optimizer.param_groups, (args.lr, args.lr * args.vision_lr_scale)):
+            group["lr"] = base_lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        batch = collate(rows, encoder)
+        labels = batch.pop("labels")
+        loss = masked_lm_loss(model(**batch).logits, labels)[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        done = minutes - spent >= args.minutes
+        if step % args.probe_every == 0 or done:
+            metrics = {"step": step, "seen": seen, "minutes": round(minutes, 2), "loss": round(float(np.mean(losses)), 4)}
+            metrics |= {k: round(v, 2) for k, v in probe_accuracy(model, encoder, probes).items()}
+            rate = seen / max(1e-9, minutes * 60)
+            print(f"[base] step {step} | {seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | "
+                  f"{rate:.1f} samples/s | loss {metrics['loss']:.3f} | probe {metrics['probe']:.1f}% "
+                  f"(single {metrics['probe_single']:.1f}, conjunction {metrics['probe_conjunction']:.1f})", flush=True)
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            losses = []
+            model.save_pretrained(out)
+            torch.save({"optimizer": optimizer.state_dict(), "step": step, "seen": seen, "minutes": minutes}, state_path)
+            write_manifest(out, args, metrics)
+        if done:
+            break
+
+
+def write_manifest(out: Path, args: argparse.Namespace, metrics: dict[str, Any]) -> None:
+    previous = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).exists() else {}
+    commands = previous.get("commands", [])
+    command = "python -m mpi_ray.model.base " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if not commands or commands[-1] != command:
+        commands.append(command)
+    manifest = {"commands": commands, "seed": args.seed, "size": args.size, "image_size": args.image_size,
+                "commit": git_commit(), "data": "mpi_ray.model.base_data (clevr_base, disjoint from run data)",
+                "final": metrics}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Pretraining data for the tiny base (our stand-in for an Instruct model that can see and read).
+
+An endless, seeded stream of records in the one sample schema, generated on the fly:
+
+- perception: a CLEVR question (count or existence, 1-2 attributes) answered after a <think> that
+  names every object left to right, or asked for a direct yes/no (what the perception probe asks);
+- in-context policy following: a random policy of depth 2-3 in the prompt, the scene, the
+  project's CoT (the same format as the runs' CoT targets) and the boxed case.
+
+Disjoint from the runs: base policy names have four syllables (run names three), so no run's policy
+name occurs here; a sampled tree whose conditions equal a tree of any run with data.seed 0-9 (up to
+10 policies of the same depth) is redrawn (there are only 15 depth-1 trees, so the base has none); every stream is keyed "clevr_base:<seed>:..." (runs key theirs
+"clevr_policy:...").
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterator
+
+from mpi_ray.data.clevr_policy.cot import location
+from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, sample_general_question
+from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES, describe
+from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples
+from mpi_ray.data.clevr_policy.policy_doc import _SYLLABLE_CONSONANTS, _SYLLABLE_VOWELS
+from mpi_ray.data.clevr_policy.records import POLICY_QUESTION, general_record, policy_record
+from mpi_ray.data.clevr_policy.sampling import sample_instances
+from mpi_ray.data.clevr_policy.scene import kinds_of, sample_scene
+from mpi_ray.data.clevr_policy.generator import GeneratorConfig, make_policies
+from mpi_ray.data.clevr_policy.tree import Condition, DecisionTree, pattern_holds, sample_tree
+from mpi_ray.data.formats import boxed
+
+BASE_DATASET = "clevr_base"
+DIRECT_SUFFIX = "Answer with yes or no."
+BASE_NAME_SYLLABLES = 4  # run policies use 3: no run policy name can occur in the base data
+RESERVED_RUN_SEEDS = range(10)  # trees of runs with these data seeds never occur in the base data
+RESERVED_POLICIES = 10
+
+
+@dataclass(frozen=True)
+class BaseMix:
+    """Shares of the stream (normalized) and the policy depths it samples."""
+
+    perception_think: float = 0.35
+    perception_direct: float = 0.15
+    policy: float = 0.5
+    pictured_fraction: float = 0.25  # of policy samples: -M style (some values shown as pictures)
+    min_depth: int = 2
+    max_depth: int = 3
+
+
+def tree_conditions(tree: DecisionTree) -> tuple[tuple[str, str, str], ...]:
+    """A tree's structure without its case labels: two trees that ask the same things are the same."""
+    return tuple((node.node_id, node.condition.attribute, node.condition.value)
+                 for node in tree.decision_nodes() if node.condition is not None)
+
+
+@lru_cache(maxsize=None)
+def reserved_trees(depth: int) -> frozenset[tuple[tuple[str, str, str], ...]]:
+    """The depth-`depth` trees of every run with a reserved data seed (a run's trees depend on its
+    seed, depth and policy index only)."""
+    return frozenset(
+        tree_conditions(policy.tree)
+        for seed in RESERVED_RUN_SEEDS
+        for policy in make_policies(GeneratorConfig(depth=depth, variant="T", policies=RESERVED_POLICIES, seed=seed))
+    )
+
+
+def base_rng(seed: int, purpose: str) -> random.Random:
+    return random.Random(f"clevr_base:{seed}:{purpose}")
+
+
+def base_policy_name(rng: random.Random, depth: int) -> str:
+    word = "".join(rng.choice(_SYLLABLE_CONSONANTS) + rng.choice(_SYLLABLE_VOWELS) for _ in range(BASE_NAME_SYLLABLES))
+    return f"L{depth}-{word.capitalize()}"
+
+
+def scene_description(objects: list[dict[str, Any]]) -> str:
+    """Every object, left to right: what a model that can see should be able to say."""
+    ordered = sorted(objects, key=lambda obj: (obj["position"][0], obj["position"][1]))
+    named = [f"a {describe(obj)} {location(obj)}" for obj in ordered]
+    return f"I see {len(named)} objects: " + "; ".join(named) + "."
+
+
+def perception_record(rng: random.Random, number: int, image_size: int, direct: bool) -> dict[str, Any]:
+    scene = sample_scene(rng, image_size, image_size)
+    kind = "exist" if direct or rng.random() < 0.5 else "count"
+    question = sample_general_question(rng, kinds_of(scene), kind, want_yes=rng.random() < 0.5)
+    record = general_record(f"{BASE_DATASET}-perception-{number:09d}", scene, question)
+    record["dataset"] = BASE_DATASET
+    if direct:
+        record["query"] = f"{question.question} {DIRECT_SUFFIX}"
+        record["cot"] = None
+    else:
+        record["cot"] = f"<think>{scene_description(scene['objects'])}</think>"
+    return record
+
+
+def policy_sample(rng: random.Random, number: int, image_size: int, mix: BaseMix) -> dict[str, Any]:
+    depth = rng.randint(mix.min_depth, mix.max_depth)
+    tree = sample_tree(rng, depth)
+    while tree_conditions(tree) in reserved_trees(depth):
+        tree = sample_tree(rng, depth)
+    name = base_policy_name(rng, depth)
+    pictured = rng.random() < mix.pictured_fraction
+    examples = sample_image_examples(rng, tree, 0.5) if pictured else {}
+    document = build_policy_document(tree, name, examples, max(64, image_size // 2))
+    policy = Policy(policy_id=f"{BASE_DATASET}-policy-{number:09d}", tree=tree, document=document)
+    instance = sample_instances(rng, policy, 1, image_size, image_size)[0]
+    sample_id = f"{BASE_DATASET}-policy-{number:09d}"
+    return policy_record(BASE_DATASET, "M" if pictured else "T", "train", sample_id, instance,
+                         POLICY_QUESTION.format(name=name), with_cot=True)
+
+
+def base_records(seed: int, image_size: int, mix: BaseMix, start: int = 0) -> Iterator[dict[str, Any]]:
+    """The endless stream from sample `start` on; sample k depends only on (seed, k)."""
+    shares = [mix.perception_think, mix.perception_direct, mix.policy]
+    number = start
+    while True:
+        rng = base_rng(seed, f"sample:{number}")
+        kind = rng.choices(["think", "direct", "policy"], weights=shares)[0]
+        if kind == "policy":
+            yield policy_sample(rng, number, image_size, mix)
+        else:
+            yield perception_record(rng, number, image_size, direct=kind == "direct")
+        number += 1
+
+
+def target_of(record: dict[str, Any]) -> str:
+    """The assistant turn: the think (if any), then the boxed answer."""
+    answer = boxed(record["answer"])
+    return f"{record['cot']}\n{answer}" if record.get("cot") else answer
+
+
+# --- the perception probe: balanced yes/no on held-out scenes ---
+
+
+def probe_records(count: int, image_size: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` direct existence questions, half yes, half single-attribute and half two-attribute
+    conjunctions, on scenes from a stream no training sample uses."""
+    rng = base_rng(seed, "probe")
+    records = []
+    for number in range(count):
+        scene = sample_scene(rng, image_size, image_size)
+        objects = kinds_of(scene)
+        want_yes, width = number % 2 == 0, 1 + (number // 2) % 2
+        conditions = _probe_conditions(rng, objects, width, want_yes)
+        phrase = _phrase(conditions)
+        record = general_record(f"{BASE_DATASET}-probe-{number:06d}", scene, _Question(phrase, want_yes))
+        record["dataset"] = BASE_DATASET
+        record["query"] = f"Is there a {phrase}? {DIRECT_SUFFIX}"
+        record["meta"] = {"conditions": len(conditions)}
+        records.append(record)
+    return records
+
+
+def _probe_conditions(rng: random.Random, objects: list[dict[str, str]], width: int, want_yes: bool) -> tuple[Condition, ...]:
+    while True:
+        attributes = sorted(rng.sample(list(ATTRIBUTES), width), key=list(ATTRIBUTES).index)
+        if want_yes:  # describe a present object, so "yes" is right by construction
+            obj = rng.choice(objects)
+            conditions = tuple(Condition(a, obj[a]) for a in attributes)
+        else:
+            conditions = tuple(Condition(a, rng.choice(ATTRIBUTES[a])) for a in attributes)
+        if pattern_holds(conditions, objects) == want_yes:
+            return conditions
+
+
+def _phrase(conditions: tuple[Condition, ...]) -> str:
+    values = {c.attribute: c.value for c in conditions}
+    words = [values[a] for a in ("size", "color", "material") if a in values]
+    return " ".join(words + [values.get("shape", "object")])
+
+
+@dataclass(frozen=True)
+class _Question:
+    """The slice of GeneralQuestion that general_record reads."""
+
+    phrase: str
+    yes: bool
+
+    @property
+    def question(self) -> str:
+        return f"Is there a {self.phrase}?"
+
+    @property
+    def answer(self) -> str:
+        return "yes" if self.yes else "no"
+
+    def describe(self) -> dict[str, object]:
+        return {"question_type": "exist"}
+
+
+

@@ -1,0 +1,83 @@
+"""The pretrained tiny base: its data never contains a run's policies or scenes; its probe is fair."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+from mpi_ray.data.clevr_policy.generator import GeneratorConfig, make_policies, sample_split
+from mpi_ray.data.clevr_policy.scene import kinds_of
+from mpi_ray.data.clevr_policy.tree import Condition, pattern_holds
+from mpi_ray.model.base_data import (BASE_DATASET, BaseMix, base_records, probe_records, reserved_trees,
+                                     tree_conditions)
+
+BASE_RECORDS = 300
+
+
+def _run_setting(seed: int) -> GeneratorConfig:
+    """The embedded default's ClevrPolicy setting with another data seed."""
+    return GeneratorConfig(depth=2, variant="T", policies=4, train_per_policy=64, test=48, seed=seed)
+
+
+def _scene_key(scene: dict | str) -> tuple:
+    scene = json.loads(scene) if isinstance(scene, str) else scene
+    return tuple((o["shape"], o["color"], o["size"], o["material"], tuple(o["position"])) for o in scene["objects"])
+
+
+def test_no_run_policy_name_tree_or_test_scene_occurs_in_the_base_data() -> None:
+    records = list(itertools.islice(base_records(0, 112, BaseMix(policy=1.0, perception_think=0.0, perception_direct=0.0)),
+                                    BASE_RECORDS))
+    base_names = {r["policy_name"] for r in records}
+    base_trees = {tuple(line for line in r["policy_text"].splitlines() if line.startswith("# Condition")) for r in records}
+    base_scenes = {_scene_key(r["truth"]) for r in records}
+    assert all(re.fullmatch(r"L[23]-[A-Z][a-z]{7}", name) for name in base_names)  # four syllables
+    for seed in (0, 5):  # the default's data seed and the one the issue names
+        config = _run_setting(seed)
+        policies = make_policies(config)
+        assert all(re.fullmatch(r"L2-[A-Z][a-z]{5}", p.name) for p in policies)  # three syllables
+        assert not {p.name for p in policies} & base_names
+        for policy in policies:
+            assert tree_conditions(policy.tree) in reserved_trees(2)  # so the base never samples it
+            run_lines = tuple(line for line in policy.document.text.splitlines() if line.startswith("# Condition"))
+            assert run_lines not in base_trees
+        test = sample_split(config, policies, "test", [12] * 4)
+        assert not {_scene_key(i.scene) for items in test for i in items} & base_scenes
+
+
+def test_the_base_stream_mixes_perception_and_policy_following_reproducibly() -> None:
+    records = list(itertools.islice(base_records(3, 112, BaseMix()), 60))
+    kinds = {("policy" if r["policy_text"] else "think" if r["cot"] else "direct") for r in records}
+    assert kinds == {"policy", "think", "direct"}
+    assert all(r["dataset"] == BASE_DATASET for r in records)
+    # sample k depends only on (seed, k): a resumed pretraining continues the same stream
+    resumed = next(base_records(3, 112, BaseMix(), start=41))
+    assert (resumed["query"], resumed["answer"], resumed["truth"]) == (records[41]["query"], records[41]["answer"],
+                                                                    records[41]["truth"])
+    for record in records:
+        if record["policy_text"]:
+            assert record["cot"].startswith("<think>I follow Policy") and record["answer"].startswith("Case ")
+        elif record["cot"]:
+            assert record["cot"].startswith("<think>I see ")
+
+
+def test_the_perception_probe_is_balanced_and_right_by_construction() -> None:
+    probes = probe_records(40, 112)
+    assert sum(p["answer"] == "yes" for p in probes) == 20
+    assert sum(p["meta"]["conditions"] == 2 for p in probes) == 20
+    for probe in probes:
+        words = probe["query"].removeprefix("Is there a ").split("?")[0].split()
+        conditions = [Condition(attribute, value) for attribute, value in _attributes(words)]
+        assert len(conditions) == probe["meta"]["conditions"]
+        assert pattern_holds(tuple(conditions), kinds_of(json.loads(probe["truth"]))) == (probe["answer"] == "yes")
+
+
+def _attributes(words: list[str]) -> list[tuple[str, str]]:
+    from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES
+
+    found = []
+    for word in words:
+        for attribute, values in ATTRIBUTES.items():
+            if word in values:
+                found.append((attribute, word))
+    return found
