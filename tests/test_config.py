@@ -84,6 +84,17 @@ def test_overrides_parse_yaml_scalars() -> None:
         (["rl.dynamic_sampling=true"], ["rl.dynamic_sampling", "dapo"]),
         (["run.stages=[model, train]"], ["run.stages.1", "'cpt'"]),
         (["rl=3"], ["rl", "a valid dictionary"]),
+        # issue 18: values that validated before and then misbehaved
+        (["rollout.engines=true"], ["rollout.engines", "boolean"]),
+        (["rl.epochs=.inf"], ["rl.epochs", "finite"]),
+        (["rl.reward.accuracy_weight=.nan"], ["rl.reward.accuracy_weight", "finite"]),
+        (["rl.reward.format_pattern=("], ["rl.reward.format_pattern", "regular expression"]),
+        (["cpt.optim.betas=[2, -1]"], ["cpt.optim.betas", "[0, 1)"]),
+        (["resources.engine_resources={rollout_node: -1}"], ["resources.engine_resources", ">= 0"]),
+        (["rl.algorithm=dapo", "rl.kl_coef=0", "rl.overlong.buffer=300"], ["rl.overlong.buffer=300", "max_response_len=256"]),
+        (["run.dir="], ["run.dir", "at least 1 character"]),
+        # every cross-field problem at once
+        (["rl.algorithm=dapo", "rl.clip_low=0.3", "rl.clip_high=0.2"], ["rl.kl_coef", "rl.clip_high"]),
     ],
 )
 def test_bad_inputs_name_the_key_and_what_is_allowed(overrides: list[str], must_mention: list[str]) -> None:
@@ -117,6 +128,16 @@ def test_bad_files_and_override_syntax(tmp_path: Path) -> None:
         load_config(listy)
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["rl.group_size"])
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("rl: {max_steps: 2}\ncpt: {epochs: 1}\nrl: {group_size: 3}\n")
+    with pytest.raises(ConfigError, match="'rl' appears twice"):
+        load_config(twice)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary)
 
 
 def test_entry_point_rejects_bad_config_before_any_ray_work(tmp_path: Path) -> None:

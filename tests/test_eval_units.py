@@ -69,6 +69,17 @@ def test_judge_score_is_read_under_the_score_heading() -> None:
     assert referral.judge_score("no score here") is None
 
 
+def test_judge_score_is_linear_on_hostile_whitespace() -> None:
+    """200,000 spaces after the heading: minutes with a backtracking pattern, milliseconds now. A
+    hang guard with a 100x margin, not a performance figure."""
+    import time
+
+    started = time.monotonic()
+    assert referral.judge_score("## Score ##" + " " * 200_000) is None
+    assert referral.judge_score("## Score ##" + " " * 200_000 + "9") == 9.0
+    assert time.monotonic() - started < 5.0
+
+
 def test_judge_client_speaks_openai_chat_completions() -> None:
     seen: list[dict] = []
 

@@ -69,6 +69,60 @@ def test_rl_rows_hold_the_policy_free_and_the_policy_aware_prompt(clevr_dir: Pat
         assert row["answer"] == sample["answer"] and row["answer"].startswith("Case ")
 
 
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 90, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_every_per_row_failure_takes_the_one_skip_path(clevr_dir: Path, tiny_model_dir: Path) -> None:
+    """Issue 18: these rows used to raise TypeError/ValueError/KeyError naming no sample, or (an
+    over-long RL prompt, an image of 1x600) pass the stream and fail vLLM's whole generate() batch."""
+
+    class Recorder:  # stands in for the SampleErrors actor's handle: pure bookkeeping
+        def __init__(self) -> None:
+            self.errors: list[tuple[str, str]] = []
+            self.record = self
+
+        def remote(self, stage: str, sample_id: str, reason: str) -> tuple[str, str]:
+            self.errors.append((sample_id, reason))
+            return sample_id, reason
+
+    good = read_split(clevr_dir, "train")[:1]
+    hostile = {
+        "null-images": {"images": None},
+        "null-policy-images": {"policy_images": None},
+        "marks-mismatch": {"policy_images": []},  # -M text keeps its marks, the pictures are gone
+        "thin-image": {"images": [_png(1, 600)]},
+        "huge-image": {"images": [_png(5000, 4000)]},
+        "long-prompt": {"policy_text": good[0]["policy_text"] + " red cube" * 3000},
+        "no-answer": {"answer": None},
+    }
+    rows = [{**good[0], **change, "sample_id": name} for name, change in hostile.items()] + good
+    recorder = Recorder()
+    import ray as ray_module
+
+    original_get, ray_module.get = ray_module.get, lambda value: value  # the recorder answers at once
+    try:
+        encode = EncodeBatch(StreamSpec("rl", str(tiny_model_dir), max_seq_len=2048), recorder)
+        out = encode(pa.Table.from_pylist(rows))
+    finally:
+        ray_module.get = original_get
+    assert out["sample_id"] == [good[0]["sample_id"]]
+    reasons = dict(recorder.errors)
+    assert set(reasons) == set(hostile)
+    assert "NoneType" in reasons["null-images"]
+    assert "over 16,777,216 pixels" in reasons["huge-image"]
+    assert "aspect ratio" in reasons["thin-image"]
+    assert "exceed max_seq_len 2048" in reasons["long-prompt"]
+    assert "image marks" in reasons["marks-mismatch"]
+    assert "answer" in reasons["no-answer"]
+
+
 def _write_bad_shard(clevr_dir: Path, out: Path) -> list[str]:
     """A copy of the train split where one image is garbage and one query is missing."""
     rows = read_split(clevr_dir, "train")

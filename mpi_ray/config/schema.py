@@ -7,9 +7,10 @@ with its key and what is allowed.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import re
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # The one list of stage names, in pipeline order: run.stages accepts exactly these, and the pipeline
 # orders and imports (mpi_ray.stages.<name>) its stages from it.
@@ -18,7 +19,29 @@ STAGES: tuple[str, ...] = get_args(Stage)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Finite numbers only: .inf epochs or a NaN weight would validate and then poison a run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true is not 1: `rollout.engines=true` is a mistake, not one engine."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError(f"expected {_type_name(annotation)}, got the boolean {value}")
+        return value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def _non_negative_resources(resources: dict[str, float]) -> dict[str, float]:
+    negative = {name: amount for name, amount in resources.items() if amount < 0}
+    if negative:
+        raise ValueError(f"custom resource amounts must be >= 0, got {negative}")
+    return resources
 
 
 class TinyModelConfig(Section):
@@ -73,6 +96,13 @@ class OptimConfig(Section):
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_unit_interval(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"each Adam beta must be in [0, 1), got {list(betas)}")
+        return betas
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = Field(1.0, gt=0)
@@ -106,6 +136,15 @@ class RewardConfig(Section):
     accuracy_weight: float = Field(0.9, ge=0)
     format_weight: float = Field(0.1, ge=0)
     format_pattern: str = r"<think>.*</think>.*\\boxed\{.*\}.*"
+
+    @field_validator("format_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:  # a broken pattern would score every response 0
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return pattern
 
 
 class RLConfig(Section):
@@ -197,6 +236,8 @@ class ResourcesConfig(Section):
     learner_resources: dict[str, float] = {}
     engine_resources: dict[str, float] = {}
 
+    _resources_non_negative = field_validator("learner_resources", "engine_resources")(_non_negative_resources)
+
 
 class EvalConfig(Section):
     suites: list[Literal["policy_free", "in_context", "override", "referral", "efficiency", "forgetting"]] = [
@@ -239,7 +280,7 @@ class DrillConfig(Section):
 
 class RunConfig(Section):
     name: str = "default"
-    dir: str = "runs/default"  # on a multi-node cluster: shared storage every node sees
+    dir: str = Field("runs/default", min_length=1)  # on a multi-node cluster: shared storage every node sees
     seed: int = 0
     stages: list[Stage] = ["model", "data"]
     ray_address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
@@ -261,8 +302,9 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "PipelineConfig":
-        for problem in cross_field_problems(self):
-            raise ValueError(problem)
+        problems = cross_field_problems(self)
+        if problems:  # every problem at once, one a line
+            raise ValueError("\n  ".join(problems))
         return self
 
 

@@ -33,12 +33,24 @@ class BadSample(ValueError):
         self.reason = reason
 
 
-def decode_images(sample_id: str, blobs: list[bytes]) -> list[Image.Image]:
+# Checked from the header, before the pixels are decoded: a 9,000 x 9,000 PNG of 1 MB decodes to
+# 600 MiB. 16 M pixels is 4,096 x 4,096, far above what any processor here resizes to.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def decode_images(sample_id: str, blobs: list[bytes] | None) -> list[Image.Image]:
+    if blobs is None:
+        raise BadSample(sample_id, "images are missing (null)")
     images = []
     for index, blob in enumerate(blobs):
         try:
             image = Image.open(io.BytesIO(blob))
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BadSample(sample_id, f"image {index} is {width}x{height}, over {MAX_IMAGE_PIXELS:,} pixels")
             image.load()
+        except BadSample:
+            raise
         except Exception as exc:  # any undecodable bytes: the sample is bad, not the run
             raise BadSample(sample_id, f"image {index} does not decode ({type(exc).__name__})") from None
         images.append(image.convert("RGB"))
@@ -83,7 +95,10 @@ class Encoder:
         return {"prompt": text, "images": decode_images(sample["sample_id"], blobs)}
 
     def _process(self, sample_id: str, text: str, images: list[Image.Image]) -> dict[str, np.ndarray]:
-        out = self.processor(text=[text], images=images or None, return_tensors="np")
+        try:
+            out = self.processor(text=[text], images=images or None, return_tensors="np")
+        except ValueError as exc:  # e.g. an image of 1 x 600 pixels: "absolute aspect ratio must be smaller than 200"
+            raise BadSample(sample_id, f"the processor refuses it: {exc}") from None
         input_ids = out["input_ids"][0].astype(np.int64)
         if len(input_ids) > self.max_seq_len:
             raise BadSample(sample_id, f"{len(input_ids)} tokens exceed max_seq_len {self.max_seq_len}")
@@ -94,6 +109,14 @@ class Encoder:
             "pixel_values": np.zeros((0, 0), np.float32) if pixels is None else pixels.astype(np.float32),
             "image_grid_thw": np.zeros((0, 3), np.int64) if grid is None else grid.astype(np.int64),
         }
+
+    def checked_prompt(self, sample: dict[str, Any], with_policy: bool) -> dict[str, Any]:
+        """`prompt`, after the processor has taken it and its tokens (text and images) fit in
+        max_seq_len: a prompt vLLM would refuse fails here, as one bad sample, not later as a
+        failed generate() batch."""
+        prompt = self.prompt(sample, with_policy)
+        self._process(sample["sample_id"], prompt["prompt"], prompt["images"])
+        return prompt
 
     def cpt(self, sample: dict[str, Any]) -> dict[str, np.ndarray]:
         messages, blobs = conversation(sample, with_policy=True, target=cot_target(sample))

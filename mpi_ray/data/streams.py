@@ -4,15 +4,13 @@ Decoding, chat formatting, processing and masks run in `map_batches` tasks; each
 loads the processor once per stream spec and keeps it (`_encoder`). Ray reuses a job's idle workers
 for its tasks, so the next epoch, rank or stage of a job finds torch, transformers and the processor
 already loaded (an actor pool would start a fresh process and import them again, 10-50 s on 2
-cores, for every stream). The set is never materialized on the driver. Bad records (undecodable image,
-missing field, and for CPT and SFT a sequence over `max_seq_len` tokens) are skipped and counted
-with their id in a `SampleErrors` actor, or fail the stream at once when `on_bad_sample="fail"`.
+cores, for every stream). The set is never materialized on the driver.
 
-Length is checked only where a row is tokenized, so only CPT and SFT skip over-long rows. RL rows
-are prompts (chat text and image bytes) that are not tokenized here: `max_seq_len` does
-not apply and no row is skipped for its length. An RL prompt longer than the rollout engines'
-context (rollout.max_prompt_len + rollout.max_response_len tokens) is refused by vLLM, which fails
-the rollout producer and with it the RL stage.
+One skip path for every per-row failure: a missing field, a null or undecodable or oversized image,
+policy-image marks that do not match the policy images, an image the processor refuses, a sequence
+over `max_seq_len` tokens (for RL: either prompt over rollout.max_prompt_len, which vLLM would refuse
+for the whole batch), or any other error a row raises. Each is skipped and counted with its id and
+reason in a `SampleErrors` actor, or fails the stream at once when `on_bad_sample="fail"`.
 """
 
 from __future__ import annotations
@@ -91,10 +89,10 @@ class EncodeBatch:
             return {**base, **self.encoder.cpt(sample)}
         if spec.stage == "sft":
             return {**base, **self.encoder.sft(sample, spec.target)}
-        free = self.encoder.prompt(sample, with_policy=False)
+        free = self.encoder.checked_prompt(sample, with_policy=False)
         row = {**base, "dataset": sample["dataset"], "answer": sample["answer"], "truth": sample["truth"],
                "meta": sample["meta"], "prompt": free["prompt"], "images": _png_list(sample["images"])}
-        aware = self.encoder.prompt(sample, with_policy=True)
+        aware = self.encoder.checked_prompt(sample, with_policy=True)
         row["policy_prompt"] = aware["prompt"]
         row["policy_images"] = _png_list(sample["policy_images"]) + _png_list(sample["images"])
         return row
@@ -106,17 +104,23 @@ class EncodeBatch:
                 continue
             try:
                 row = self.encode(sample)
-            except BadSample as exc:
+            except Exception as exc:
+                bad = exc if isinstance(exc, BadSample) else _as_bad_sample(sample, exc)
                 if self.spec.on_bad_sample == "fail":
-                    raise
+                    raise bad from (None if bad is exc else exc)
                 if self.errors is not None:  # recorded before the batch leaves: a task's worker moves on at once
-                    ray.get(self.errors.record.remote(self.spec.stage, exc.sample_id, exc.reason))
+                    ray.get(self.errors.record.remote(self.spec.stage, bad.sample_id, bad.reason))
                 continue
             if row is not None:
                 rows.append(row)
         if not rows:
             return {}
         return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+def _as_bad_sample(sample: dict[str, Any], exc: Exception) -> BadSample:
+    """Any other error a row raises (a null column, a mark/image mismatch, ...), named with its sample."""
+    return BadSample(str(sample.get("sample_id") or "<no id>"), f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _png_list(blobs: list[bytes] | None) -> list[bytes]:
