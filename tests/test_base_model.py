@@ -58,7 +58,7 @@ def test_the_base_stream_mixes_perception_and_policy_following_reproducibly() ->
         if record["policy_text"]:
             assert record["cot"].startswith("<think>I follow Policy") and record["answer"].startswith("Case ")
         elif record["cot"]:
-            assert record["cot"].startswith("<think>I see ")
+            assert record["cot"].startswith("<think>The shapes in the image are ")
 
 
 def test_the_perception_probe_is_balanced_and_right_by_construction() -> None:

@@ -142,7 +142,9 @@ def test_suites_build_the_right_prompts(clevr_dir: Path, tiny_model_dir: Path) -
     rows = suite_rows(str(clevr_dir), ["policy_free", "in_context", "override", "forgetting", "referral"], 4, None)
     assert set(rows) == {"policy_free", "in_context", "override", "forgetting"}  # referral generates nothing itself
     assert all(len(samples) == 4 for samples in rows.values())
-    requests = {r["request_id"]: r for r in build_requests(str(tiny_model_dir), rows, efficiency_samples=2)}
+    built, skipped = build_requests(str(tiny_model_dir), rows, efficiency_samples=2, max_prompt_tokens=8000)
+    requests = {r["request_id"]: r for r in built}
+    assert not skipped
     sample = rows["policy_free"][0]
     free, aware = requests[f"policy_free/{sample['sample_id']}"], requests[f"in_context/{sample['sample_id']}"]
     opening = sample["policy_text"][:40]
@@ -155,6 +157,26 @@ def test_suites_build_the_right_prompts(clevr_dir: Path, tiny_model_dir: Path) -
     prefill = [r for r in requests.values() if r["mode"] == "prefill"]
     assert len(prefill) == 2 and all(r["policy_prompt"] and r["prompt"] for r in prefill)
     assert spread(list(range(10)), 4) == [0, 2, 5, 7]
+
+
+def test_a_prompt_that_cannot_be_served_is_skipped_and_counted(clevr_dir: Path, tiny_model_dir: Path) -> None:
+    """Issue 18: a 97,535-token policy or a 1x600 image used to reach vLLM, which refused the whole batch."""
+    import io
+
+    from PIL import Image
+
+    rows = suite_rows(str(clevr_dir), ["policy_free", "in_context"], 3, None)
+    long_policy, thin = dict(rows["in_context"][0]), dict(rows["policy_free"][1])
+    long_policy["policy_text"] += " red cube" * 20_000
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 600)).save(buffer, format="PNG")
+    thin["images"] = [buffer.getvalue()]
+    rows["in_context"][0], rows["policy_free"][1] = long_policy, thin
+    requests, skipped = build_requests(str(tiny_model_dir), rows, efficiency_samples=None, max_prompt_tokens=8000)
+    assert set(skipped) == {f"in_context/{long_policy['sample_id']}", f"policy_free/{thin['sample_id']}"}
+    assert "exceed max_seq_len 8000" in skipped[f"in_context/{long_policy['sample_id']}"]
+    assert "aspect ratio" in skipped[f"policy_free/{thin['sample_id']}"]
+    assert len(requests) == 4 and len(rows["in_context"]) == 2 and len(rows["policy_free"]) == 2
 
 
 def test_eval_stage_plans_base_trained_and_final_checkpoints(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.eval import referral
 from mpi_ray.eval.inference import run_requests
 from mpi_ray.eval.scoring import score_eval, summarize_by_suite
-from mpi_ray.eval.suites import build_requests, suite_rows
+from mpi_ray.eval.suites import build_requests, model_context, suite_rows
 
 # The paper's efficiency figures (Qwen2.5-VL-7B, Fig. 6), shown beside ours.
 PAPER_TOKEN_REDUCTION_PCT = 93.9
@@ -64,7 +64,12 @@ def referral_summary(cfg: PipelineConfig, responses: list[dict[str, Any]]) -> di
 def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], out_dir: Path,
                         name: str, label: str) -> dict[str, Any]:
     rows = suite_rows(data_dir, suites, cfg.eval.max_samples, cfg.eval.general_jsonl)
-    requests = build_requests(checkpoint, rows, cfg.eval.efficiency_samples if "efficiency" in suites else None)
+    max_prompt_tokens = model_context(checkpoint) - cfg.eval.max_response_len
+    requests, skipped = build_requests(checkpoint, rows, cfg.eval.efficiency_samples if "efficiency" in suites else None,
+                                       max_prompt_tokens)
+    if skipped:
+        print(f"[eval] {name}: skipped {len(skipped)} request(s) that cannot be served, e.g. "
+              f"{next(iter(skipped))}: {next(iter(skipped.values()))}", flush=True)
     print(f"[eval] {name}: {label} <- {checkpoint}: " + ", ".join(f"{suite} {len(samples)}" for suite, samples in rows.items())
           + f" ({len(requests)} requests, {cfg.eval.engines} vLLM engine(s))", flush=True)
     answers = run_requests(cfg, checkpoint, requests, _max_images(rows))
@@ -87,7 +92,8 @@ def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, sui
             file.write(json.dumps({k: v for k, v in response.items() if k != "policy_text"}) + "\n")
 
     dataset = next((r["dataset"] for r in responses if r["suite"] != "forgetting"), "none")
-    summary: dict[str, Any] = {"path": checkpoint, "label": label, "dataset": dataset, "suites": summarize_by_suite(responses)}
+    summary: dict[str, Any] = {"path": checkpoint, "label": label, "dataset": dataset, "suites": summarize_by_suite(responses),
+                               "skipped": skipped}
     if "referral" in suites:
         summary["referral"] = referral_summary(cfg, [r for r in responses if r["suite"] == "policy_free"])
     if "efficiency" in suites:

@@ -17,11 +17,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
 from mpi_ray.data.clevr_policy.general import GENERAL_DATASET
+from mpi_ray.data.encode import BadSample, Encoder
 from mpi_ray.data.formats import with_format_instruction
 from mpi_ray.data.prompts import conversation
 from mpi_ray.data.shards import read_split, shard_paths
-from mpi_ray.model.loading import load_processor
 
 GENERATION_SUITES = {"policy_free": ("test", False), "in_context": ("test", True), "override": ("override", True),
                      "forgetting": ("general", False)}
@@ -74,30 +76,54 @@ def suite_rows(data_dir: str, suites: list[str], limit: int | None, general_json
 
 
 class PromptBuilder:
-    """Chat-template text + PNG images of a sample, with or without its policy."""
+    """Chat-template text + PNG images of a sample, with or without its policy, after the processor
+    has taken it within `max_tokens` (the engine's context less the response budget). A prompt that
+    cannot be served (too long, an image the processor refuses) raises BadSample, so its sample is
+    skipped and counted instead of failing the engine's whole batch."""
 
-    def __init__(self, model_path: str):
-        self.processor = load_processor(model_path)
+    def __init__(self, model_path: str, max_tokens: int):
+        self.encoder = Encoder(model_path, max_seq_len=max_tokens)
 
     def __call__(self, sample: dict[str, Any], with_policy: bool) -> tuple[str, list[bytes]]:
         messages, images = conversation(sample, with_policy, target=None)
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True), images
+        self.encoder.checked_prompt(sample, with_policy)
+        return self.encoder.processor.apply_chat_template(messages, add_generation_prompt=True), images
 
 
-def build_requests(model_path: str, rows: dict[str, list[dict[str, Any]]], efficiency_samples: int | None) -> list[dict[str, Any]]:
+def model_context(model_path: str) -> int:
+    """Positions the model takes (text config), the most any prompt + response can use."""
+    config = AutoConfig.from_pretrained(model_path, **({"local_files_only": True} if Path(model_path).is_dir() else {}))
+    return int(getattr(config, "text_config", config).max_position_embeddings)
+
+
+def build_requests(model_path: str, rows: dict[str, list[dict[str, Any]]], efficiency_samples: int | None,
+                   max_prompt_tokens: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Generation requests for every suite's rows, plus prefill requests for the efficiency suite
-    (the first `efficiency_samples` test rows; None: no efficiency suite)."""
-    build = PromptBuilder(model_path)
-    requests = []
+    (the first `efficiency_samples` usable test rows; None: no efficiency suite), and the skipped
+    request ids with their reasons. Skipped rows are removed from `rows`."""
+    build = PromptBuilder(model_path, max_prompt_tokens)
+    requests, skipped = [], {}
     for suite, samples in rows.items():
         with_policy = GENERATION_SUITES[suite][1]
+        kept = []
         for sample in samples:
-            prompt, images = build(sample, with_policy)
-            requests.append({"request_id": f"{suite}/{sample['sample_id']}", "mode": "generate",
+            request_id = f"{suite}/{sample['sample_id']}"
+            try:
+                prompt, images = build(sample, with_policy)
+            except BadSample as exc:
+                skipped[request_id] = exc.reason
+                continue
+            kept.append(sample)
+            requests.append({"request_id": request_id, "mode": "generate",
                              "prompt": prompt, "images": images, "policy_prompt": None, "policy_images": None})
+        samples[:] = kept
     for sample in (rows.get("policy_free") or rows.get("in_context") or [])[: efficiency_samples or 0]:
-        free, free_images = build(sample, False)
-        aware, aware_images = build(sample, True)
+        try:
+            free, free_images = build(sample, False)
+            aware, aware_images = build(sample, True)
+        except BadSample as exc:
+            skipped[f"efficiency/{sample['sample_id']}"] = exc.reason
+            continue
         requests.append({"request_id": f"efficiency/{sample['sample_id']}", "mode": "prefill", "prompt": free,
                          "images": free_images, "policy_prompt": aware, "policy_images": aware_images})
-    return requests
+    return requests, skipped

@@ -28,6 +28,7 @@ import torch
 from mpi_ray.data.encode import Encoder, decode_images, response_labels
 from mpi_ray.data.prompts import conversation
 from mpi_ray.data.streams import padded_batch
+from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES
 from mpi_ray.model.base_data import BaseMix, base_records, probe_records, target_of
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.tiny import SIZES, build_tiny
@@ -60,6 +61,7 @@ def probe_accuracy(model: torch.nn.Module, encoder: Encoder, records: list[dict[
     than the other answer. Overall and per number of conditions (1 = attribute, 2 = conjunction)."""
     model.eval()
     right: dict[int, list[bool]] = {1: [], 2: []}
+    by_attribute: dict[str, list[bool]] = {}
     for record in records:
         rows = []
         for answer in ("yes", "no"):
@@ -70,10 +72,13 @@ def probe_accuracy(model: torch.nn.Module, encoder: Encoder, records: list[dict[
         nll = torch.stack([masked_lm_loss(logits[i: i + 1], labels[i: i + 1])[0] for i in range(2)])
         predicted = ("yes", "no")[int(nll.argmin())]
         right[record["meta"]["conditions"]].append(predicted == record["answer"])
+        if record["meta"]["conditions"] == 1:
+            by_attribute.setdefault(record["meta"]["attributes"][0], []).append(predicted == record["answer"])
     model.train()
     every = right[1] + right[2]
-    return {"probe": 100 * sum(every) / len(every), "probe_single": 100 * np.mean(right[1]),
-            "probe_conjunction": 100 * np.mean(right[2])}
+    return {"probe": 100 * sum(every) / len(every), "probe_single": 100 * float(np.mean(right[1])),
+            "probe_conjunction": 100 * float(np.mean(right[2])),
+            **{f"probe_{attribute}": 100 * float(np.mean(hits)) for attribute, hits in sorted(by_attribute.items())}}
 
 
 def optimizer_for(model: torch.nn.Module, lr: float, vision_lr_scale: float) -> torch.optim.Optimizer:
@@ -163,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             rate = seen / max(1e-9, minutes * 60)
             print(f"[base] step {step} | {seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | "
                   f"{rate:.1f} samples/s | loss {metrics['loss']:.3f} | probe {metrics['probe']:.1f}% "
-                  f"(single {metrics['probe_single']:.1f}, conjunction {metrics['probe_conjunction']:.1f})", flush=True)
+                  f"(single {metrics['probe_single']:.1f}, conjunction {metrics['probe_conjunction']:.1f}; "
+                  + ", ".join(f"{key[6:]} {value:.0f}" for key, value in metrics.items()
+                              if key.startswith("probe_") and key[6:] in ATTRIBUTES) + ")", flush=True)
             log.write(json.dumps(metrics) + "\n")
             log.flush()
             losses = []

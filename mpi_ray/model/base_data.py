@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
-from mpi_ray.data.clevr_policy.cot import location
+from mpi_ray.data.clevr_policy.cot import _PLURAL, _join
 from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, sample_general_question
 from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES, describe
 from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples
@@ -37,6 +37,7 @@ DIRECT_SUFFIX = "Answer with yes or no."
 BASE_NAME_SYLLABLES = 4  # run policies use 3: no run policy name can occur in the base data
 RESERVED_RUN_SEEDS = range(10)  # trees of runs with these data seeds never occur in the base data
 RESERVED_POLICIES = 10
+_SCENE_TRIES = 200
 
 
 @dataclass(frozen=True)
@@ -77,24 +78,54 @@ def base_policy_name(rng: random.Random, depth: int) -> str:
     return f"L{depth}-{word.capitalize()}"
 
 
-def scene_description(objects: list[dict[str, Any]]) -> str:
-    """Every object, left to right: what a model that can see should be able to say."""
-    ordered = sorted(objects, key=lambda obj: (obj["position"][0], obj["position"][1]))
-    named = [f"a {describe(obj)} {location(obj)}" for obj in ordered]
-    return f"I see {len(named)} objects: " + "; ".join(named) + "."
+def attribute_summary(objects: list[dict[str, Any]]) -> str:
+    """What is present, per attribute type, in the words of the runs' CoT evidence ("the colors in
+    the image are blue, brown and red"): a set per attribute, readable from the sum of the objects."""
+    parts = [f"the {plural} in the image are {_join(sorted({str(obj[attribute]) for obj in objects}))}"
+             for attribute, plural in _PLURAL.items()]
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def matching_objects(conditions: tuple[Condition, ...], objects: list[dict[str, Any]]) -> str:
+    """'The red objects are the small red metal cube and ...' (the first condition's objects), or 'none'."""
+    head = conditions[0]
+    found = [f"the {describe(obj)}" for obj in objects if head.matches(obj)]
+    return f"The {_phrase((head,))}s are {_join(found) if found else 'none'}."
+
+
+def existence_question(rng: random.Random, image_size: int, want_yes: bool,
+                       width: int | None = None) -> tuple[dict[str, Any], tuple[Condition, ...]]:
+    """A scene and 1-2 conditions whose existence answer is `want_yes`. The conditions are drawn
+    first and the scene to fit, so no attribute value predicts the answer without looking."""
+    attributes = sorted(rng.sample(list(ATTRIBUTES), width or rng.choice((1, 2))), key=list(ATTRIBUTES).index)
+    conditions = tuple(Condition(a, rng.choice(ATTRIBUTES[a])) for a in attributes)
+    for _ in range(_SCENE_TRIES):
+        scene = sample_scene(rng, image_size, image_size)
+        if pattern_holds(conditions, kinds_of(scene)) == want_yes:
+            return scene, conditions
+    return existence_question(rng, image_size, want_yes, width)  # a value combination this rare: draw again
 
 
 def perception_record(rng: random.Random, number: int, image_size: int, direct: bool) -> dict[str, Any]:
-    scene = sample_scene(rng, image_size, image_size)
-    kind = "exist" if direct or rng.random() < 0.5 else "count"
-    question = sample_general_question(rng, kinds_of(scene), kind, want_yes=rng.random() < 0.5)
-    record = general_record(f"{BASE_DATASET}-perception-{number:09d}", scene, question)
-    record["dataset"] = BASE_DATASET
-    if direct:
-        record["query"] = f"{question.question} {DIRECT_SUFFIX}"
-        record["cot"] = None
+    sample_id = f"{BASE_DATASET}-perception-{number:09d}"
+    if not direct and rng.random() < 0.25:  # counting, CLEVR's other question type (the forgetting suite asks it)
+        scene = sample_scene(rng, image_size, image_size)
+        question = sample_general_question(rng, kinds_of(scene), "count")
+        record = general_record(sample_id, scene, question)
+        record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
     else:
-        record["cot"] = f"<think>{scene_description(scene['objects'])}</think>"
+        want_yes = rng.random() < 0.5
+        scene, conditions = existence_question(rng, image_size, want_yes)
+        record = general_record(sample_id, scene, _Question(_phrase(conditions), want_yes))
+        if direct:
+            record["query"] = f"Is there a {_phrase(conditions)}? {DIRECT_SUFFIX}"
+            record["cot"] = None
+        else:
+            summary = attribute_summary(kinds_of(scene))
+            detail = f" {matching_objects(conditions, kinds_of(scene))}" if len(conditions) == 2 else ""
+            record["cot"] = f"<think>{summary}{detail}</think>"
+    record["dataset"] = BASE_DATASET
     return record
 
 
@@ -138,34 +169,21 @@ def target_of(record: dict[str, Any]) -> str:
 
 
 def probe_records(count: int, image_size: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`count` direct existence questions, half yes, half single-attribute and half two-attribute
-    conjunctions, on scenes from a stream no training sample uses."""
+    """`count` direct existence questions on scenes from a stream no training sample uses: half yes,
+    and per question the conditions are drawn before the scene, so a model that does not look at the
+    image scores 50% whatever it knows of the question."""
     rng = base_rng(seed, "probe")
     records = []
     for number in range(count):
-        scene = sample_scene(rng, image_size, image_size)
-        objects = kinds_of(scene)
         want_yes, width = number % 2 == 0, 1 + (number // 2) % 2
-        conditions = _probe_conditions(rng, objects, width, want_yes)
+        scene, conditions = existence_question(rng, image_size, want_yes, width)
         phrase = _phrase(conditions)
         record = general_record(f"{BASE_DATASET}-probe-{number:06d}", scene, _Question(phrase, want_yes))
         record["dataset"] = BASE_DATASET
         record["query"] = f"Is there a {phrase}? {DIRECT_SUFFIX}"
-        record["meta"] = {"conditions": len(conditions)}
+        record["meta"] = {"conditions": len(conditions), "attributes": [c.attribute for c in conditions]}
         records.append(record)
     return records
-
-
-def _probe_conditions(rng: random.Random, objects: list[dict[str, str]], width: int, want_yes: bool) -> tuple[Condition, ...]:
-    while True:
-        attributes = sorted(rng.sample(list(ATTRIBUTES), width), key=list(ATTRIBUTES).index)
-        if want_yes:  # describe a present object, so "yes" is right by construction
-            obj = rng.choice(objects)
-            conditions = tuple(Condition(a, obj[a]) for a in attributes)
-        else:
-            conditions = tuple(Condition(a, rng.choice(ATTRIBUTES[a])) for a in attributes)
-        if pattern_holds(conditions, objects) == want_yes:
-            return conditions
 
 
 def _phrase(conditions: tuple[Condition, ...]) -> str:
