@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, free_port
-from mpi_ray.serve.images import ImageRejected, check_image_url
+from mpi_ray.serve.images import ImageRejected, check_image_url, media_urls
 
 
 def _data_url(image: Image.Image, fmt: str = "PNG") -> str:
@@ -44,6 +44,42 @@ def test_image_checks_accept_real_images_and_refuse_the_rest() -> None:
             check_image_url(url, 1 << 20, 1024 * 1024)
     with pytest.raises(ImageRejected, match="larger than"):
         check_image_url(_data_url(Image.effect_noise((512, 512), 64).convert("RGB")), 10_000, 1 << 22)
+
+
+# Every content-part shape that made the server fetch a URL (issue 18), plus the ones that did not.
+LISTENER = "http://127.0.0.1:{port}/probe.png"
+BYPASS_PARTS = {
+    "typed image_url": {"type": "image_url", "image_url": {"url": LISTENER}},
+    "input_image": {"type": "input_image", "image_url": LISTENER, "detail": "auto"},
+    "untyped image_url string": {"image_url": LISTENER},
+    "untyped image_url object": {"image_url": {"url": LISTENER}},
+    "image_pil": {"type": "image_pil", "image_pil": LISTENER},
+    "image_embeds": {"type": "image_embeds", "image_embeds": LISTENER},
+    "video_url": {"type": "video_url", "video_url": {"url": LISTENER}},
+    "audio_url": {"type": "audio_url", "audio_url": {"url": LISTENER}},
+    "input_audio": {"type": "input_audio", "input_audio": {"data": LISTENER, "format": "wav"}},
+    "file": {"type": "file", "file": {"file_data": LISTENER}},
+}
+
+
+def _bypass_body(part: dict, port: int) -> dict:
+    part = json.loads(json.dumps(part).replace("{port}", str(port)))
+    return {"model": "mpi-ray-policy-free", "max_tokens": 4,
+            "messages": [{"role": "user", "content": [part, {"type": "text", "text": "what is this?"}]}]}
+
+
+def test_every_media_shape_is_found_and_only_data_urls_pass() -> None:
+    for why, part in BYPASS_PARTS.items():
+        with pytest.raises(ImageRejected):
+            for url in media_urls(_bypass_body(part, 9), max_images=4):
+                check_image_url(url, 1 << 20, 1 << 20)
+    red = _data_url(Image.new("RGB", (8, 8), "red"))
+    five = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": red}}] * 5}]}
+    with pytest.raises(ImageRejected, match="more than 4 images"):
+        media_urls(five, max_images=4)  # counted before any image is decoded
+    tools = {"messages": [{"role": "user", "content": "hi"}],
+             "tools": [{"type": "function", "function": {"name": "OCR", "parameters": {"properties": {"image": {}}}}}]}
+    assert media_urls(tools, max_images=4) == []  # a tool's parameter called "image" is not media
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:
@@ -101,13 +137,52 @@ def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Pat
             assert status == expected, f"{why}: HTTP {status}"
             status, body = _post(f"{url}/v1/chat/completions", good)  # and the next good request is served
             assert status == 200, f"after {why}: HTTP {status}"
+
+        # SSRF: no content-part shape on any route makes the server fetch a URL (a loopback listener counts)
+        with _Listener() as listener:
+            for why, part in BYPASS_PARTS.items():
+                for route in ("/v1/chat/completions", "/v1/embeddings"):
+                    status, _ = _post(url + route, json.dumps(_bypass_body(part, listener.port)).encode())
+                    assert 400 <= status < 500, f"{why} on {route}: HTTP {status}"
+            assert listener.hits == [], f"the server fetched {listener.hits}"
+        status, _ = _post(f"{url}/v1/chat/completions", good)
+        assert status == 200
     finally:
-        os.killpg(server.pid, signal.SIGINT)
+        server.send_signal(signal.SIGTERM)  # what a service manager sends
         try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+            assert server.wait(timeout=120) == 0
+        finally:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+            log.close()
+    assert "shutting down" in (tmp_path / "serve.log").read_text()
+
+
+class _Listener:
+    """A loopback HTTP server that records every request it gets."""
+
+    def __enter__(self) -> "_Listener":
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                hits.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
 
 
 def _wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout_s: float) -> str:

@@ -147,6 +147,17 @@ def _forgetting(results: dict[str, Any]) -> list[str]:
             f"{_pct(after.get('accuracy'))} ({after['samples']} questions, {results.get('forgetting_benchmark')})", ""]
 
 
+def _skipped(results: dict[str, Any]) -> list[str]:
+    """Requests left out because they cannot be served (too long for the model, a refused image)."""
+    lines = []
+    for name, checkpoint in results["checkpoints"].items():
+        skipped = checkpoint.get("skipped") or {}
+        if skipped:
+            first, reason = next(iter(skipped.items()))
+            lines.append(f"- {checkpoint['label']}: {len(skipped)} request(s) skipped as unservable (e.g. {first}: {reason})")
+    return ["Skipped (not scored, not counted in the figures above):", "", *lines, ""] if lines else []
+
+
 def write_report(run: Path, results: dict[str, Any]) -> Path:
     plots = run / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -159,6 +170,7 @@ def write_report(run: Path, results: dict[str, Any]) -> Path:
              "every trained checkpoint without it (the MPI setting).", "", *stage_table(results), ""]
     if in_context is not None:
         lines += [f"The final model with the policy put back in context (paper Table 4): {_pct(in_context)}.", ""]
+    lines += _skipped(results)
     lines += [*_efficiency(final.get("efficiency", {})), *_referral(final), *_forgetting(results)]
     if images:
         lines += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in images], ""]

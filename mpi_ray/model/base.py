@@ -62,6 +62,7 @@ def probe_accuracy(model: torch.nn.Module, encoder: Encoder, records: list[dict[
     model.eval()
     right: dict[int, list[bool]] = {1: [], 2: []}
     by_attribute: dict[str, list[bool]] = {}
+    margins: list[tuple[float, bool]] = []  # (how much likelier "yes" is, gold is yes)
     for record in records:
         rows = []
         for answer in ("yes", "no"):
@@ -71,14 +72,24 @@ def probe_accuracy(model: torch.nn.Module, encoder: Encoder, records: list[dict[
         logits = model(**batch).logits
         nll = torch.stack([masked_lm_loss(logits[i: i + 1], labels[i: i + 1])[0] for i in range(2)])
         predicted = ("yes", "no")[int(nll.argmin())]
+        margins.append((float(nll[1] - nll[0]), record["answer"] == "yes"))
         right[record["meta"]["conditions"]].append(predicted == record["answer"])
         if record["meta"]["conditions"] == 1:
             by_attribute.setdefault(record["meta"]["attributes"][0], []).append(predicted == record["answer"])
     model.train()
     every = right[1] + right[2]
-    return {"probe": 100 * sum(every) / len(every), "probe_single": 100 * float(np.mean(right[1])),
+    return {"probe": 100 * sum(every) / len(every), "probe_auc": 100 * _auc(margins), "probe_single": 100 * float(np.mean(right[1])),
             "probe_conjunction": 100 * float(np.mean(right[2])),
             **{f"probe_{attribute}": 100 * float(np.mean(hits)) for attribute, hits in sorted(by_attribute.items())}}
+
+
+def _auc(margins: list[tuple[float, bool]]) -> float:
+    """How often a yes-question scores above a no-question: 0.5 for a model that does not look,
+    whatever its bias towards one answer (plain accuracy then reads exactly 50%)."""
+    yes = [m for m, gold in margins if gold]
+    no = [m for m, gold in margins if not gold]
+    pairs = [(a > b) + 0.5 * (a == b) for a in yes for b in no]
+    return sum(pairs) / len(pairs) if pairs else 0.5
 
 
 def optimizer_for(model: torch.nn.Module, lr: float, vision_lr_scale: float) -> torch.optim.Optimizer:
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics |= {k: round(v, 2) for k, v in probe_accuracy(model, encoder, probes).items()}
             rate = seen / max(1e-9, minutes * 60)
             print(f"[base] step {step} | {seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | "
-                  f"{rate:.1f} samples/s | loss {metrics['loss']:.3f} | probe {metrics['probe']:.1f}% "
+                  f"{rate:.1f} samples/s | loss {metrics['loss']:.3f} | probe {metrics['probe']:.1f}% AUC {metrics['probe_auc']:.1f} "
                   f"(single {metrics['probe_single']:.1f}, conjunction {metrics['probe_conjunction']:.1f}; "
                   + ", ".join(f"{key[6:]} {value:.0f}" for key, value in metrics.items()
                               if key.startswith("probe_") and key[6:] in ATTRIBUTES) + ")", flush=True)

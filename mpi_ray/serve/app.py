@@ -28,6 +28,9 @@ def llm_config(checkpoint: str, cfg: PipelineConfig) -> LLMConfig:
         "mm_processor_kwargs": {"min_pixels": model.min_pixels, "max_pixels": model.max_pixels},
         "dtype": "bfloat16" if serve.use_gpu else "float32",
         "tensor_parallel_size": cfg.rollout.tensor_parallel if serve.use_gpu else 1,
+        # Defence in depth behind the ingress's data-URL rule: vLLM refuses http(s) media from any host
+        # but this reserved, unresolvable one (an empty list would allow every host).
+        "allowed_media_domains": ["media.invalid"],
     }
     if not serve.use_gpu:
         engine_kwargs["gpu_memory_utilization"] = cfg.rollout.gpu_memory_utilization  # host-memory share on CPU
@@ -48,7 +51,8 @@ def openai_app(checkpoint: str, cfg: PipelineConfig) -> Any:
     return build_openai_app({
         "llm_configs": [llm_config(checkpoint, cfg)],
         "ingress_cls_config": {"ingress_cls": CheckedIngress, "ingress_extra_kwargs": {
-            "max_image_bytes": cfg.serve.max_image_bytes, "max_image_pixels": cfg.serve.max_image_pixels}},
+            "max_image_bytes": cfg.serve.max_image_bytes, "max_image_pixels": cfg.serve.max_image_pixels,
+            "max_images": cfg.serve.max_images, "max_body_bytes": cfg.serve.max_body_bytes}},
     })
 
 

@@ -2,7 +2,9 @@
 
 An image part must be a base64 data URL of a real image (png, jpeg, webp or gif) within the byte and
 pixel limits. Remote URLs are refused: a replica fetching arbitrary URLs is a server-side request
-forgery risk, and cluster nodes often have no egress.
+forgery risk, and cluster nodes often have no egress. The whole body is searched, not only the
+parts typed "image_url": vLLM's parsers also load "input_image" parts, untyped {"image_url": ...}
+parts and "image_pil" values.
 """
 
 from __future__ import annotations
@@ -47,16 +49,48 @@ def check_image_url(url: str, max_bytes: int, max_pixels: int) -> None:
         raise ImageRejected("image data does not decode as an image") from None
 
 
-def image_urls(body: Any) -> list[str]:
-    """The image_url parts of a chat request's messages."""
-    urls = []
-    for message in body.messages or []:
-        content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            part = part if isinstance(part, dict) else getattr(part, "model_dump", lambda: {})()
-            if part.get("type") == "image_url":
-                image = part.get("image_url") or {}
-                urls.append(image.get("url", "") if isinstance(image, dict) else str(image))
+# Keys under which a request names an image: the value must be a data URL (checked by check_image_url).
+IMAGE_KEYS = frozenset({"image_url", "input_image"})
+# Media vLLM's parsers would load (some by URL) that this server never takes.
+REFUSED_KEYS = frozenset({"image", "image_pil", "image_embeds", "video", "video_url", "video_embeds", "audio",
+                          "audio_url", "input_audio", "file", "file_url", "file_id", "file_data"})
+# Subtrees that describe tools or output formats: names like "image" there are parameter names, not media.
+NOT_CONTENT = frozenset({"tools", "functions", "tool_choice", "response_format", "structured_outputs",
+                         "guided_json", "json_schema"})
+
+
+def media_urls(payload: Any, max_images: int) -> list[str]:
+    """Every image URL anywhere in a request body, whatever the content part's shape (typed, untyped,
+    "input_image", nested), before anything is decoded. Raises ImageRejected for a media kind this
+    server refuses, an image value of the wrong shape, or more than `max_images` images."""
+    urls: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            if key in NOT_CONTENT:
+                continue
+            if key in REFUSED_KEYS:
+                raise ImageRejected(f"{key!r} content is not accepted; send images as image_url data URLs")
+            if key in IMAGE_KEYS:
+                urls.append(_url_of(key, value))
+                if len(urls) > max_images:
+                    raise ImageRejected(f"more than {max_images} images in one request")
+                continue
+            walk(value)
+
+    walk(payload)
     return urls
+
+
+def _url_of(key: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("url"), str) and set(value) <= {"url", "detail"}:
+        return value["url"]
+    raise ImageRejected(f"{key!r} must be a data URL or {{'url': data URL}}")
