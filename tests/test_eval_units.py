@@ -67,6 +67,8 @@ def test_judge_score_is_read_under_the_score_heading() -> None:
     assert referral.judge_score("## Score ## **7.5**") == 7.5
     assert referral.judge_score("## Score ##\n42") == 10.0
     assert referral.judge_score("no score here") is None
+    # a non-string reply or response (found by benchmarks/fuzz_scoring.py) reads as no text, not TypeError
+    assert referral.judge_score(None) is None and referral.visited_conditions(1.5) == [] and referral.cited_rules({}) == []
 
 
 def test_judge_score_is_linear_on_hostile_whitespace() -> None:

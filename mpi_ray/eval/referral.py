@@ -41,9 +41,14 @@ real, quoted correctly, and applied at the right point of the policy? Then rate 
 Answer with a short justification, then the score alone on the line after "## Score ##"."""
 
 
+def _text(value: object) -> str:
+    """Model or judge output as a string; anything else (None, a number, a dict) reads as no text."""
+    return value if isinstance(value, str) else ""
+
+
 def visited_conditions(text: str) -> list[str]:
     """Condition IDs the reasoning visits, in order, each once."""
-    return list(dict.fromkeys(VISIT.findall(text or "")))
+    return list(dict.fromkeys(VISIT.findall(_text(text))))
 
 
 def path_referral(text: str, gold_path: list[dict[str, Any]]) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def summarize_paths(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cited_rules(text: str) -> list[str]:
     """GTAPolicy rule IDs ("R5") the reasoning cites, in order, each once."""
-    return list(dict.fromkeys(f"R{number}" for number in CITE.findall(text or "")))
+    return list(dict.fromkeys(f"R{number}" for number in CITE.findall(_text(text))))
 
 
 def rule_referral(text: str, fired: list[str]) -> dict[str, Any]:
@@ -95,7 +100,7 @@ def summarize_rules(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def judge_score(reply: str) -> float | None:
     """The 0-10 score under '## Score ##', or None when the judge gave none."""
-    match = SCORE.search(reply or "")
+    match = SCORE.search(_text(reply))
     if match is None:
         return None
     return min(10.0, max(0.0, float(match.group(1))))
