@@ -25,7 +25,7 @@ import ray
 
 from mpi_ray.data.encode import BadSample, Encoder
 from mpi_ray.data.schema import REQUIRED_TEXT_FIELDS
-from mpi_ray.data.shards import shard_paths
+from mpi_ray.data.shards import shard_paths, verified_paths
 
 StageName = Literal["cpt", "sft", "rl"]
 
@@ -148,7 +148,7 @@ def stage_dataset(
     # Ray Data 2.60's datasource V2 lists files in a task that sat 14 s idle (78 ms of CPU) before
     # every stream here; the V1 reader reads the same shards in 0.2 s once a worker is warm.
     ray.data.DataContext.get_current().use_datasource_v2 = False
-    ds = ray.data.read_parquet(shard_paths(data_dir, split), shuffle=None)
+    ds = ray.data.read_parquet(verified_paths(shard_paths(data_dir, split)), shuffle=None)
     keep = frozenset(sample_ids) if sample_ids is not None else None
     return ds.map_batches(
         encode_batch,

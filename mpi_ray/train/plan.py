@@ -11,9 +11,8 @@ import math
 import random
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
 
-from mpi_ray.data.shards import shard_paths
+from mpi_ray.data.shards import read_shard, shard_paths
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ def eligible_ids(data_dir: str, split: str, needs_cot: bool) -> list[str]:
     """Sample ids of the split in shard order (only those with a CoT when the stage needs one)."""
     ids: list[str] = []
     for path in shard_paths(data_dir, split):
-        table = pq.read_table(path, columns=["sample_id", "cot"])
+        table = read_shard(path, columns=["sample_id", "cot"])
         for sample_id, cot in zip(table["sample_id"].to_pylist(), table["cot"].to_pylist()):
             if cot or not needs_cot:
                 ids.append(sample_id)

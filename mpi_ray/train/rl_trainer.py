@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from mpi_ray.config.schema import PipelineConfig
-from mpi_ray.data.shards import shard_paths
+from mpi_ray.data.shards import read_shard, shard_paths
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.rollout.buffer import RolloutBuffer
 from mpi_ray.rollout.producer import RolloutJob, RolloutProducer
@@ -40,7 +39,7 @@ def max_images(data_dir: str) -> int:
     """Images in the largest policy-aware prompt (policy images + query images): vLLM's per-prompt limit."""
     most = 1
     for path in shard_paths(data_dir, "train"):
-        table = pq.read_table(path, columns=["policy_images", "images"])
+        table = read_shard(path, columns=["policy_images", "images"])
         counts = pc.add(pc.list_value_length(table["policy_images"]), pc.list_value_length(table["images"]))
         most = max(most, int(pc.max(counts).as_py() or 0))
     return most
