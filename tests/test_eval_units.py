@@ -146,7 +146,7 @@ def test_suites_build_the_right_prompts(clevr_dir: Path, tiny_model_dir: Path) -
     assert all(len(samples) == 4 for samples in rows.values())
     built, skipped = build_requests(str(tiny_model_dir), rows, efficiency_samples=2, max_prompt_tokens=8000)
     requests = {r["request_id"]: r for r in built}
-    assert not skipped
+    assert not skipped and all(r["tokens"] > 0 for r in built)
     sample = rows["policy_free"][0]
     free, aware = requests[f"policy_free/{sample['sample_id']}"], requests[f"in_context/{sample['sample_id']}"]
     opening = sample["policy_text"][:40]

@@ -111,11 +111,11 @@ class Encoder:
         }
 
     def checked_prompt(self, sample: dict[str, Any], with_policy: bool) -> dict[str, Any]:
-        """`prompt`, after the processor has taken it and its tokens (text and images) fit in
-        max_seq_len: a prompt vLLM would refuse fails here, as one bad sample, not later as a
-        failed generate() batch."""
+        """`prompt` plus its exact token count (text and image tokens), after the processor has taken
+        it within max_seq_len: a prompt vLLM would refuse fails here, as one bad sample, not later as
+        a failed generate() batch."""
         prompt = self.prompt(sample, with_policy)
-        self._process(sample["sample_id"], prompt["prompt"], prompt["images"])
+        prompt["tokens"] = len(self._process(sample["sample_id"], prompt["prompt"], prompt["images"])["input_ids"])
         return prompt
 
     def cpt(self, sample: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -16,7 +16,6 @@ import pyarrow as pa
 import ray
 
 from mpi_ray.config.schema import PipelineConfig, RolloutConfig
-from mpi_ray.model.loading import load_processor
 from mpi_ray.rollout.engine import RolloutEngine
 
 REQUEST_FIELDS = ("request_id", "mode", "prompt", "images", "policy_prompt", "policy_images")
@@ -64,24 +63,14 @@ class EnginePredictor:
                 "ttft_free_s": statistics.median(times["free"]), "ttft_policy_s": statistics.median(times["policy"])}
 
 
-def _token_bound(cfg: PipelineConfig, model_path: str, requests: list[dict[str, Any]]) -> int:
-    """An upper bound on any request's prompt tokens: its text as the model's tokenizer splits it, and
-    per image at most max_pixels / 28^2 visual tokens (Qwen2.5-VL merges 2x2 patches of 14 pixels).
-    (Counting characters instead overshot a GTAPolicy prompt's context by 3x.)"""
-    prompts = [(prompt, images or []) for r in requests
-               for prompt, images in ((r["prompt"], r["images"]), (r.get("policy_prompt"), r.get("policy_images"))) if prompt]
-    tokenizer = load_processor(model_path).tokenizer
-    counts = tokenizer([prompt for prompt, _ in prompts], add_special_tokens=False)["input_ids"]
-    per_image = cfg.model.max_pixels // (28 * 28) + 2
-    return max(len(ids) + per_image * len(images) for ids, (_, images) in zip(counts, prompts))
-
-
 def run_requests(cfg: PipelineConfig, model_path: str, requests: list[dict[str, Any]], max_images: int) -> dict[str, dict[str, Any]]:
     """Every request answered by `eval.engines` vLLM actors; results by request_id."""
     if not requests:
         return {}
+    # The engine's context fits the longest prompt, counted exactly when the requests were built.
+    longest = max(r["tokens"] for r in requests)
     rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len,
-                                             "max_prompt_len": max(cfg.rollout.max_prompt_len, _token_bound(cfg, model_path, requests))})
+                                             "max_prompt_len": max(cfg.rollout.max_prompt_len, longest)})
     table = pa.Table.from_pylist([{key: r.get(key) for key in REQUEST_FIELDS} for r in requests])
     res = cfg.resources
     answered = ray.data.from_arrow(table).map_batches(

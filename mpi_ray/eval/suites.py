@@ -84,10 +84,11 @@ class PromptBuilder:
     def __init__(self, model_path: str, max_tokens: int):
         self.encoder = Encoder(model_path, max_seq_len=max_tokens)
 
-    def __call__(self, sample: dict[str, Any], with_policy: bool) -> tuple[str, list[bytes]]:
-        messages, images = conversation(sample, with_policy, target=None)
-        self.encoder.checked_prompt(sample, with_policy)
-        return self.encoder.processor.apply_chat_template(messages, add_generation_prompt=True), images
+    def __call__(self, sample: dict[str, Any], with_policy: bool) -> tuple[str, list[bytes], int]:
+        """(chat text, PNG images in placeholder order, exact prompt tokens)."""
+        _, images = conversation(sample, with_policy, target=None)
+        checked = self.encoder.checked_prompt(sample, with_policy)
+        return checked["prompt"], images, checked["tokens"]
 
 
 def model_context(model_path: str) -> int:
@@ -109,21 +110,22 @@ def build_requests(model_path: str, rows: dict[str, list[dict[str, Any]]], effic
         for sample in samples:
             request_id = f"{suite}/{sample['sample_id']}"
             try:
-                prompt, images = build(sample, with_policy)
+                prompt, images, tokens = build(sample, with_policy)
             except BadSample as exc:
                 skipped[request_id] = exc.reason
                 continue
             kept.append(sample)
-            requests.append({"request_id": request_id, "mode": "generate",
-                             "prompt": prompt, "images": images, "policy_prompt": None, "policy_images": None})
+            requests.append({"request_id": request_id, "mode": "generate", "prompt": prompt, "images": images,
+                             "policy_prompt": None, "policy_images": None, "tokens": tokens})
         samples[:] = kept
     for sample in (rows.get("policy_free") or rows.get("in_context") or [])[: efficiency_samples or 0]:
         try:
-            free, free_images = build(sample, False)
-            aware, aware_images = build(sample, True)
+            free, free_images, free_tokens = build(sample, False)
+            aware, aware_images, aware_tokens = build(sample, True)
         except BadSample as exc:
             skipped[f"efficiency/{sample['sample_id']}"] = exc.reason
             continue
         requests.append({"request_id": f"efficiency/{sample['sample_id']}", "mode": "prefill", "prompt": free,
-                         "images": free_images, "policy_prompt": aware, "policy_images": aware_images})
+                         "images": free_images, "policy_prompt": aware, "policy_images": aware_images,
+                         "tokens": max(free_tokens, aware_tokens)})
     return requests, skipped
