@@ -41,8 +41,17 @@ def _source_kwargs(name_or_path: str | Path) -> dict[str, Any]:
 
 def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None) -> Any:
     """The processor; min/max pixels bound the visual tokens per image (config: model.min_pixels/max_pixels)."""
-    pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
-    return AutoProcessor.from_pretrained(str(name_or_path), **_source_kwargs(name_or_path), **pixels)
+    source = _source_kwargs(name_or_path)
+    if min_pixels is None and max_pixels is None:
+        return AutoProcessor.from_pretrained(str(name_or_path), **source)
+    # Bounds go in as `size` (transformers 5): min_pixels/max_pixels kwargs are kept and re-passed on
+    # every call, which warns "deprecated, removed in v5.23" on every call in every encoding worker.
+    if min_pixels is None or max_pixels is None:  # one bound given: the other from the saved processor
+        saved = dict(AutoProcessor.from_pretrained(str(name_or_path), **source).image_processor.size)
+        min_pixels = saved["shortest_edge"] if min_pixels is None else min_pixels
+        max_pixels = saved["longest_edge"] if max_pixels is None else max_pixels
+    return AutoProcessor.from_pretrained(str(name_or_path), **source,
+                                         size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
 
 
 def visual_tokens(name_or_path: str | Path) -> VisualTokens:
