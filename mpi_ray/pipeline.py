@@ -14,6 +14,7 @@ from typing import Any
 
 from mpi_ray.config.schema import STAGES, PipelineConfig
 from mpi_ray.run_dir import RunDir
+from mpi_ray.trackers import publish_stage
 
 
 @dataclass
@@ -83,3 +84,6 @@ def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
         ctx.outputs.update(outputs)
         ctx.run.mark_done(stage, outputs, time.time() - start)
         log(f"[{stage}] done in {time.time() - start:.1f}s: {outputs}")
+        tracked = publish_stage(ctx.run.root, stage, ctx.cfg.run.trackers)
+        if tracked:
+            log(f"[{stage}] metrics for TensorBoard: {tracked}")

@@ -93,6 +93,7 @@ def test_overrides_parse_yaml_scalars() -> None:
         (["resources.engine_resources={rollout_node: -1}"], ["resources.engine_resources", ">= 0"]),
         (["rl.algorithm=dapo", "rl.kl_coef=0", "rl.overlong.buffer=300"], ["rl.overlong.buffer=300", "max_response_len=256"]),
         (["run.dir="], ["run.dir", "at least 1 character"]),
+        (["run.trackers=[tensorboard]"], ["run.trackers", "must include jsonl"]),
         # every cross-field problem at once
         (["rl.algorithm=dapo", "rl.clip_low=0.3", "rl.clip_high=0.2"], ["rl.kl_coef", "rl.clip_high"]),
     ],

@@ -285,6 +285,15 @@ class RunConfig(Section):
     seed: int = 0
     stages: list[Stage] = ["model", "data"]
     ray_address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a local cluster
+    # Where metrics go: jsonl (the stages' own logs, always) and TensorBoard event files per stage.
+    trackers: list[Literal["jsonl", "tensorboard"]] = ["jsonl", "tensorboard"]
+
+    @field_validator("trackers")
+    @classmethod
+    def _jsonl_always(cls, trackers: list[str]) -> list[str]:
+        if "jsonl" not in trackers:
+            raise ValueError("must include jsonl: the stages' own logs, which every other tracker mirrors")
+        return trackers
 
 
 class PipelineConfig(Section):
