@@ -9,6 +9,7 @@ is most of what keeps the suite inside CI's budget.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,7 +25,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep local Ray on loopback (see mpi_ray/cluster.py)
-os.environ["RAY_AUTH_MODE"] = "disabled"  # the session cluster is loopback-only (tests/two_node_cluster.py)
+# Token authentication on, as users get it (Ray 2.59+ turns it on for local clusters): the session
+# cluster, every driver, job and `ray job submit` of the suite carry this session's token.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -115,6 +115,11 @@ def pipeline_run(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Pipel
         cwd=REPO, capture_output=True, text=True, timeout=1500)
     (root / "third.log").write_text(submitted.stdout + submitted.stderr)
     assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-6000:]
+    tokenless = subprocess.run(  # the same job server refuses a client without the cluster's token
+        [str(Path(sys.executable).with_name("ray")), "job", "list", "--address", ray_cluster.dashboard],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
+    assert tokenless.returncode != 0 and "auth" in (tokenless.stdout + tokenless.stderr).lower()
     return PipelineRun(run_dir, first, second, submitted)
 
 

@@ -6,7 +6,8 @@ node, each a full set of Ray processes with its own raylet, resources and object
 Prints "READY <gcs address>" once both nodes are up and runs until stdin closes or it gets SIGTERM,
 then shuts both nodes down. It uses Ray's own multi-node harness (ray.cluster_utils.Cluster) because
 `ray start --address` refuses 127.0.0.1: it either declares multi-node mode off or swaps loopback for
-the machine's routable address, where these nodes do not listen.
+the machine's routable address, where these nodes do not listen. Token authentication follows the
+environment (the test session sets RAY_AUTH_MODE=token and the token).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import signal
 import sys
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback stays loopback (read at import)
-os.environ["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
