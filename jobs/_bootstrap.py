@@ -1,8 +1,10 @@
 """What every job script starts with: `mpi_ray` importable from a plain checkout (ray job submit
---working-dir .), and one way to refuse a bad config or argument before any Ray work."""
+--working-dir .), plain logs where nobody reads colours, and one way to refuse a bad config or
+argument before any Ray work."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -10,6 +12,11 @@ from typing import TYPE_CHECKING, NoReturn
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Ray wraps every worker line's "(pid=...)" prefix in ANSI colour codes; in a file, a CI log or
+# `ray job logs` they are noise. A terminal keeps them (and a user's own RAY_COLOR_PREFIX wins).
+if not sys.stdout.isatty():
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 if TYPE_CHECKING:
     from mpi_ray.config.schema import PipelineConfig
