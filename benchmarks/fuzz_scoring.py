@@ -53,8 +53,8 @@ ENTRY_POINTS: dict[str, Callable[[Any], Any]] = {
 def hostile_inputs(count: int, rng: random.Random) -> Iterator[tuple[str, Any]]:
     """(kind, value) pairs; a handful of 10 MB strings, the rest small to medium."""
     for index in range(count):
-        kind = rng.choice(["soup", "fragments", "nested", "bomb", "huge_int", "tool_call", "non_string", "big"]
-                          if index % 5000 == 0 else ["soup", "fragments", "nested", "bomb", "huge_int", "tool_call", "non_string"])
+        kind = "big" if index % 5000 == 0 else rng.choice(
+            ["soup", "fragments", "nested", "bomb", "huge_int", "tool_call", "non_string"])
         if kind == "soup":
             yield kind, "".join(chr(rng.randrange(0x110000)) for _ in range(rng.randrange(200)))
         elif kind == "fragments":
@@ -74,9 +74,9 @@ def hostile_inputs(count: int, rng: random.Random) -> Iterator[tuple[str, Any]]:
                                     "arguments": {"expression": expression, "image": "\u0000" * rng.randrange(10)}})
         elif kind == "non_string":
             yield kind, rng.choice([None, 0, 1.5, float("nan"), b"\xff\xfe", ["\\boxed{Case 3}"], {"text": "x"}, object()])
-        else:  # 10 MB
-            yield kind, rng.choice(["\\boxed{" + "Case 3 " * 1_500_000 + "}", " " * 10_000_000, "{" * 10_000_000,
-                                    "## Score ##" + " " * 10_000_000])
+        else:  # 10 MB, one of each in turn
+            yield kind, ["\\boxed{" + "Case 3 " * 1_500_000 + "}", " " * 10_000_000, "{" * 10_000_000,
+                         "## Score ##" + " " * 10_000_000, "Condition 1." * 900_000][(index // 5000) % 5]
 
 
 def main() -> None:
