@@ -1,6 +1,6 @@
 """Pretrain the tiny Qwen2.5-VL into a base that can see and read (our stand-in for the Instruct model).
 
-    python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 224] [--minutes 60] [--seed 0]
+    python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 112] [--minutes 60] [--seed 0]
 
 Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), trains on the endless
 generated stream of `mpi_ray.model.base_data` (perception questions and in-context policy following,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--size", default="xs", choices=sorted(SIZES))
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=112)  # 16 visual tokens: the only size where multi-object training moved
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=60.0, help="training time budget (this invocation)")
     parser.add_argument("--total-minutes", type=float, default=None, help="the cosine schedule's length (default: --minutes)")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--probe-every", type=int, default=500, help="steps")
     parser.add_argument("--probe-size", type=int, default=200)
-    parser.add_argument("--policy-share", type=float, default=0.5)
+    parser.add_argument("--policy-share", type=float, default=0.15)  # perception first: policy rows are 3x longer
     parser.add_argument("--max-depth", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
