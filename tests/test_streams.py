@@ -101,6 +101,8 @@ def test_every_per_row_failure_takes_the_one_skip_path(clevr_dir: Path, tiny_mod
         "huge-image": {"images": [_png(5000, 4000)]},
         "long-prompt": {"policy_text": good[0]["policy_text"] + " red cube" * 3000},
         "no-answer": {"answer": None},
+        "unknown-dataset": {"dataset": "mystery_policy"},  # used to pass and raise mid-RL, in the reward
+        "gta-gold-not-a-call": {"dataset": "gta_policy", "answer": "use the calculator"},
     }
     rows = [{**good[0], **change, "sample_id": name} for name, change in hostile.items()] + good
     recorder = Recorder()
@@ -121,6 +123,8 @@ def test_every_per_row_failure_takes_the_one_skip_path(clevr_dir: Path, tiny_mod
     assert "exceed max_seq_len 2048" in reasons["long-prompt"]
     assert "image marks" in reasons["marks-mismatch"]
     assert "answer" in reasons["no-answer"]
+    assert "no reward for dataset 'mystery_policy'" in reasons["unknown-dataset"]
+    assert "not a tool call" in reasons["gta-gold-not-a-call"]
 
 
 def _write_bad_shard(clevr_dir: Path, out: Path) -> list[str]:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import ray
 
 from mpi_ray.data.encode import BadSample, Encoder
+from mpi_ray.rewards.combine import check_gold
 from mpi_ray.data.schema import REQUIRED_TEXT_FIELDS
 from mpi_ray.data.shards import shard_paths, verified_paths
 
@@ -89,6 +90,10 @@ class EncodeBatch:
             return {**base, **self.encoder.cpt(sample)}
         if spec.stage == "sft":
             return {**base, **self.encoder.sft(sample, spec.target)}
+        try:
+            check_gold(sample["dataset"], sample["answer"])
+        except ValueError as error:
+            raise BadSample(sample["sample_id"], str(error)[:200]) from None
         free = self.encoder.checked_prompt(sample, with_policy=False)
         row = {**base, "dataset": sample["dataset"], "answer": sample["answer"], "truth": sample["truth"],
                "meta": sample["meta"], "prompt": free["prompt"], "images": _png_list(sample["images"])}

@@ -43,23 +43,32 @@ def gold_tool_call(gold_answer: str) -> dict[str, Any]:
     return {"name": call.name, "arguments": call.arguments}
 
 
+def check_gold(dataset: str, gold_answer: str) -> None:
+    """Raise ValueError when no reward can score this sample: an unknown dataset, or a GTA gold that
+    is not a tool call. The data path calls it per row, so such a row is skipped and counted there
+    instead of raising mid-RL."""
+    if is_gta(dataset):
+        gold_tool_call(gold_answer)
+    elif not _is_clevr(dataset):
+        raise ValueError(f"no reward for dataset {dataset!r}; known: clevr_policy*, clevr_general, gta_policy*, gta")
+
+
 def _accuracy_scorer(dataset: str, gold_answer: str, similarity: Similarity | None) -> Callable[[str | None], dict[str, float]]:
     """Resolve everything trusted (dataset, gold, similarity model) before any model output is seen.
     The scorer gives {accuracy}; for a tool call also {tool, arg}, the halves accuracy is the mean of."""
     if _is_clevr(dataset):
         return lambda text: {"accuracy": clevr_accuracy(text, gold_answer)}
-    if is_gta(dataset):
-        gold = gold_tool_call(gold_answer)
-        scorer = similarity or sentence_similarity()  # loads (once per process) here, so a missing model raises
+    check_gold(dataset, gold_answer)  # an unknown dataset or a gold that is not a tool call raises here
+    gold = gold_tool_call(gold_answer)
+    scorer = similarity or sentence_similarity()  # loads (once per process) here, so a missing model raises
 
-        def tool_call_scores(text: str | None) -> dict[str, float]:
-            if text is None:
-                return {"accuracy": 0.0, "tool": 0.0, "arg": 0.0}
-            scores = score_tool_call(text, gold, similarity=scorer)
-            return {"accuracy": scores["reward"], "tool": scores["tool"], "arg": scores["args"]}
+    def tool_call_scores(text: str | None) -> dict[str, float]:
+        if text is None:
+            return {"accuracy": 0.0, "tool": 0.0, "arg": 0.0}
+        scores = score_tool_call(text, gold, similarity=scorer)
+        return {"accuracy": scores["reward"], "tool": scores["tool"], "arg": scores["args"]}
 
-        return tool_call_scores
-    raise ValueError(f"no reward for dataset {dataset!r}; known: clevr_policy*, clevr_general, gta_policy*, gta")
+    return tool_call_scores
 
 
 def _bounded(score: float) -> float:
