@@ -99,3 +99,29 @@ def test_a_model_that_does_not_look_scores_chance_on_the_probe(tmp_path: Path) -
     scores = probe_accuracy(load_model(blind), Encoder(str(blind), max_pixels=112 * 112, max_seq_len=4096),
                             probe_records(200, 112))
     assert 40.0 <= scores["probe_auc"] <= 60.0 and scores["probe"] <= 60.0, scores
+
+
+def test_cell_labels_put_each_object_in_the_cell_of_its_centre() -> None:
+    from mpi_ray.model.vision_pretrain import CELL, KINDS, VALUES, cell_labels
+
+    obj = {"shape": "cube", "color": "red", "size": "large", "material": "metal", "pixel_coords": [2 * CELL + 5, CELL + 3]}
+    labels = cell_labels({"image_size": [4 * CELL, 4 * CELL], "objects": [obj]})
+    assert labels.shape == (16, len(VALUES) + len(KINDS))
+    assert labels.sum(1).nonzero().flatten().tolist() == [1 * 4 + 2]  # row 1, column 2, row-major
+    on = {VALUES[i] for i in labels[6, : len(VALUES)].nonzero().flatten().tolist()}
+    assert on == {("shape", "cube"), ("color", "red"), ("size", "large"), ("material", "metal")}
+    assert labels[6, len(VALUES):].nonzero().flatten().tolist() == [KINDS.index(("cube", "red", "large", "metal"))]
+
+
+def test_a_short_vision_pretraining_makes_the_tower_see(tmp_path: Path) -> None:
+    """A few hundred steps of dense attribute labels lift held-out existence of attribute values far
+    above the 50% a tower that does not see scores (balanced accuracy, so no prior helps)."""
+    from mpi_ray.data.encode import Encoder
+    from mpi_ray.model.loading import load_model
+    from mpi_ray.model.tiny import build_tiny
+    from mpi_ray.model.vision_pretrain import pretrain_vision
+
+    path = build_tiny(tmp_path / "init", "xs", 0, max_pixels=112 * 112)
+    result = pretrain_vision(load_model(path), Encoder(str(path), max_pixels=112 * 112).processor, 112,
+                             steps=250, batch=16, held_out_images=128, log=lambda line: None)
+    assert result.value_balanced_accuracy >= 58.0, result  # measured 63 (a blind tower: 50)

@@ -1,11 +1,13 @@
 """Pretrain the tiny Qwen2.5-VL into a base that can see and read (our stand-in for the Instruct model).
 
-    python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 112] [--minutes 60] [--seed 0]
+    python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 112] [--vision-steps 3000] [--minutes 60] [--seed 0]
 
-Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), trains on the endless
-generated stream of `mpi_ray.model.base_data` (perception questions and in-context policy following,
-disjoint from every run's data), and writes a Hugging Face folder plus `base_manifest.json`: the
-exact command, seed, commit, minutes, samples seen and the perception probe's accuracy. One process,
+Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), first pretrains the vision
+tower alone on dense attribute labels (`mpi_ray.model.vision_pretrain`, `--vision-steps`), then
+trains the whole model for `--minutes` on the endless generated stream of `mpi_ray.model.base_data`
+(perception questions and in-context policy following, disjoint from every run's data), and writes a
+Hugging Face folder plus `base_manifest.json`: the exact command, seed, commit, minutes, samples
+seen, the vision pretraining's and the perception probe's figures. One process,
 plain PyTorch: it runs once, offline, and its output is what runs start from (`model.name_or_path`).
 """
 
@@ -19,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,6 +35,7 @@ from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES
 from mpi_ray.model.base_data import BaseMix, base_records, probe_records, target_of
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.tiny import SIZES, build_tiny
+from mpi_ray.model.vision_pretrain import pretrain_vision
 from mpi_ray.train.losses import masked_lm_loss
 
 MANIFEST = "base_manifest.json"
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe-size", type=int, default=200)
     parser.add_argument("--policy-share", type=float, default=0.15)  # perception first: policy rows are 3x longer
     parser.add_argument("--max-depth", type=int, default=3)
+    parser.add_argument("--vision-steps", type=int, default=3000, help="dense attribute pretraining of the vision tower (fresh runs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -152,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     thinking = (1.0 - args.policy_share) * 0.7
     mix = BaseMix(perception_think=thinking, perception_direct=1.0 - args.policy_share - thinking,
                   policy=args.policy_share, max_depth=args.max_depth)
+    vision = state.get("vision") if state else None
+    if vision is None and args.vision_steps > 0:
+        vision = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.vision_steps, seed=args.seed,
+                                        log=lambda line: print(line, flush=True)))
+        model.save_pretrained(out)
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, "seen": seen, "minutes": spent, "vision": vision}, state_path)
+        write_manifest(out, args, {"vision": vision})
     probes = probe_records(args.probe_size, args.image_size)
     log = (out / "base_metrics.jsonl").open("a")
     print(f"[base] {sum(p.numel() for p in model.parameters()):,} parameters, {args.image_size}px; "
@@ -186,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
             log.flush()
             losses = []
             model.save_pretrained(out)
-            torch.save({"optimizer": optimizer.state_dict(), "step": step, "seen": seen, "minutes": minutes}, state_path)
-            write_manifest(out, args, metrics)
+            torch.save({"optimizer": optimizer.state_dict(), "step": step, "seen": seen, "minutes": minutes,
+                        "vision": vision}, state_path)
+            write_manifest(out, args, {**metrics, "vision": vision})
         if done:
             break
 
