@@ -125,3 +125,15 @@ def test_a_short_vision_pretraining_makes_the_tower_see(tmp_path: Path) -> None:
     result = pretrain_vision(load_model(path), Encoder(str(path), max_pixels=112 * 112).processor, 112,
                              steps=250, batch=16, held_out_images=128, log=lambda line: None)
     assert result.value_balanced_accuracy >= 58.0, result  # measured 63 (a blind tower: 50)
+
+
+def test_the_committed_base_loads_and_says_how_it_was_built() -> None:
+    """models/tiny-base-xs: what runs can start from with model.name_or_path (not the default yet)."""
+    from mpi_ray.model.loading import load_model
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "tiny-base-xs"
+    manifest = json.loads((folder / "base_manifest.json").read_text())
+    assert any("--vision-steps 3000" in command for command in manifest["commands"])
+    assert manifest["final"]["vision"]["value_balanced_accuracy"] > 75.0
+    model = load_model(folder)
+    assert sum(p.numel() for p in model.parameters()) == 760_128

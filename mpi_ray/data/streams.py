@@ -24,9 +24,9 @@ import pyarrow as pa
 import ray
 
 from mpi_ray.data.encode import BadSample, Encoder
-from mpi_ray.rewards.combine import check_gold
 from mpi_ray.data.schema import REQUIRED_TEXT_FIELDS
 from mpi_ray.data.shards import shard_paths, verified_paths
+from mpi_ray.rewards.combine import check_gold
 
 StageName = Literal["cpt", "sft", "rl"]
 
