@@ -80,8 +80,8 @@ def train(model: torch.nn.Module, processor, colors: tuple[str, ...], echo: bool
         optimizer.step()
         if step % 50 == 0:
             with torch.no_grad():
-                right = [((yes_no_logits(t, i)[:, 0] > yes_no_logits(t, i)[:, 1]) == torch.tensor(a)).float().mean()
-                         for t, i, a in held_out]
+                right = [((logits[:, 0] > logits[:, 1]) == torch.tensor(a)).float().mean()
+                         for t, i, a in held_out for logits in [yes_no_logits(t, i)]]
             print(f"{label:<34} step {step:>4} | loss {loss.item():.3f} | held-out {100 * float(torch.stack(right).mean()):.1f}% "
                   f"| {time.monotonic() - started:.0f}s", flush=True)
 

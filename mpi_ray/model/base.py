@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if not (out / "config.json").exists():
         build_tiny(out, args.size, args.seed, max_pixels=args.image_size * args.image_size)
-    state_path = out / STATE
-    state = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    state = torch.load(out / STATE, weights_only=False) if (out / STATE).exists() else None
     model = load_model(out).train()
     encoder = Encoder(str(out), max_pixels=args.image_size * args.image_size, max_seq_len=4096)
     optimizer = optimizer_for(model, args.lr, args.vision_lr_scale)
@@ -161,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     if vision is None and args.vision_steps > 0:
         vision = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.vision_steps, seed=args.seed,
                                         log=lambda line: print(line, flush=True)))
-        model.save_pretrained(out)
-        torch.save({"optimizer": optimizer.state_dict(), "step": step, "seen": seen, "minutes": spent, "vision": vision}, state_path)
-        write_manifest(out, args, {"vision": vision})
+        save(out, args, model, optimizer, {"step": step, "seen": seen, "minutes": spent, "vision": vision}, {"vision": vision})
     probes = probe_records(args.probe_size, args.image_size)
     log = (out / "base_metrics.jsonl").open("a")
     print(f"[base] {sum(p.numel() for p in model.parameters()):,} parameters, {args.image_size}px; "
@@ -197,12 +194,18 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(metrics) + "\n")
             log.flush()
             losses = []
-            model.save_pretrained(out)
-            torch.save({"optimizer": optimizer.state_dict(), "step": step, "seen": seen, "minutes": minutes,
-                        "vision": vision}, state_path)
-            write_manifest(out, args, {**metrics, "vision": vision})
+            save(out, args, model, optimizer, {"step": step, "seen": seen, "minutes": minutes, "vision": vision},
+                 {**metrics, "vision": vision})
         if done:
             break
+
+
+def save(out: Path, args: argparse.Namespace, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+         position: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The weights, the resume state (optimizer + position) and the manifest, together."""
+    model.save_pretrained(out)
+    torch.save({"optimizer": optimizer.state_dict(), **position}, out / STATE)
+    write_manifest(out, args, metrics)
 
 
 def write_manifest(out: Path, args: argparse.Namespace, metrics: dict[str, Any]) -> None:
