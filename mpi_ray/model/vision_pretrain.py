@@ -37,6 +37,7 @@ class VisionPretrainResult:
     minutes: float
     value_balanced_accuracy: float  # image-level existence of each of the 15 attribute values, held out
     kind_balanced_accuracy: float  # image-level existence of each of the 96 kinds (binding), held out
+    attribute_balanced_accuracy: dict[str, float]  # the values' figure per attribute (color, material, ...)
 
 
 def cell_labels(scene: SceneGraph) -> torch.Tensor:
@@ -76,9 +77,16 @@ def _balanced_accuracy(predicted: torch.Tensor, gold: torch.Tensor) -> float:
     return 100 * float(torch.stack(scores).mean())
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    values: float
+    kinds: float
+    per_attribute: dict[str, float]
+
+
 @torch.no_grad()
-def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) -> tuple[float, float]:
-    """Image-level existence (a cell says yes) balanced accuracy, for values and for kinds."""
+def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) -> HeldOut:
+    """Image-level existence (a cell says yes) balanced accuracy: values, kinds, and values per attribute."""
     predicted, gold = [], []
     for inputs, labels in held_out:
         logits = readout(_tokens(visual, inputs)).view(labels.shape)
@@ -86,8 +94,12 @@ def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) 
         gold.append(labels.amax(1) > 0)
     predicted_all, gold_all = torch.cat(predicted), torch.cat(gold)
     split = len(VALUES)
-    return (_balanced_accuracy(predicted_all[:, :split], gold_all[:, :split]),
-            _balanced_accuracy(predicted_all[:, split:], gold_all[:, split:]))
+    per_attribute = {}
+    for attribute in ATTRIBUTES:
+        columns = [index for index, (name, _) in enumerate(VALUES) if name == attribute]
+        per_attribute[attribute] = round(_balanced_accuracy(predicted_all[:, columns], gold_all[:, columns]), 1)
+    return HeldOut(_balanced_accuracy(predicted_all[:, :split], gold_all[:, :split]),
+                   _balanced_accuracy(predicted_all[:, split:], gold_all[:, split:]), per_attribute)
 
 
 def pretrain_vision(
@@ -116,11 +128,12 @@ def pretrain_vision(
         loss.backward()
         optimizer.step()
         if step % 250 == 0 or step == steps:
-            values, kinds = evaluate(visual, readout, held_out)
+            scores = evaluate(visual, readout, held_out)
             elapsed = time.monotonic() - started
             log(f"[vision] step {step}/{steps} | loss {loss.item():.3f} | held-out existence (balanced): "
-                f"values {values:.1f}%, kinds {kinds:.1f}% | {step * batch / elapsed:.0f} images/s | "
-                f"ETA {elapsed / step * (steps - step) / 60:.1f} min")
-    values, kinds = evaluate(visual, readout, held_out)
+                f"values {scores.values:.1f}% {scores.per_attribute}, kinds {scores.kinds:.1f}% | "
+                f"{step * batch / elapsed:.0f} images/s | ETA {elapsed / step * (steps - step) / 60:.1f} min")
+    scores = evaluate(visual, readout, held_out)
     return VisionPretrainResult(steps=steps, images=steps * batch, minutes=round((time.monotonic() - started) / 60, 2),
-                                value_balanced_accuracy=round(values, 2), kind_balanced_accuracy=round(kinds, 2))
+                                value_balanced_accuracy=round(scores.values, 2), kind_balanced_accuracy=round(scores.kinds, 2),
+                                attribute_balanced_accuracy=scores.per_attribute)

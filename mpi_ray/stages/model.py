@@ -1,6 +1,6 @@
 """Stage `model`: resolve the base model; build the tiny local Qwen2.5-VL when none is named.
 
-A relative local folder (the default's committed `assets/tiny-base`) is looked up from the working
+A relative local folder (the default's committed `models/tiny-base-xs`) is looked up from the working
 directory, then from the repository root, and passed on as an absolute path: learners and engines
 run in other processes whose working directory is not the driver's.
 """
