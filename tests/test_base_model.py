@@ -128,12 +128,12 @@ def test_a_short_vision_pretraining_makes_the_tower_see(tmp_path: Path) -> None:
 
 
 def test_the_committed_base_loads_and_says_how_it_was_built() -> None:
-    """models/tiny-base-xs: what runs can start from with model.name_or_path (not the default yet)."""
+    """models/tiny-base-xs: the default config's base (model.name_or_path)."""
     from mpi_ray.model.loading import load_model
 
     folder = Path(__file__).resolve().parents[1] / "models" / "tiny-base-xs"
     manifest = json.loads((folder / "base_manifest.json").read_text())
-    assert any("--vision-steps 3000" in command for command in manifest["commands"])
+    assert any("--vision-steps" in command for command in manifest["commands"])
     assert manifest["final"]["vision"]["value_balanced_accuracy"] > 75.0
     model = load_model(folder)
     assert sum(p.numel() for p in model.parameters()) == 760_128
