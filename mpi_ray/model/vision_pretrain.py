@@ -37,7 +37,8 @@ class VisionPretrainResult:
     minutes: float
     value_balanced_accuracy: float  # image-level existence of each of the 15 attribute values, held out
     kind_balanced_accuracy: float  # image-level existence of each of the 96 kinds (binding), held out
-    attribute_balanced_accuracy: dict[str, float]  # the values' figure per attribute (color, material, ...)
+    attribute_balanced_accuracy: dict[str, float]  # the values' figure per attribute (color, material, ...); an
+    # attribute whose every value was present (or absent) in every held-out image has no figure
 
 
 def cell_labels(scene: SceneGraph) -> torch.Tensor:
@@ -97,7 +98,9 @@ def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) 
     per_attribute = {}
     for attribute in ATTRIBUTES:
         columns = [index for index, (name, _) in enumerate(VALUES) if name == attribute]
-        per_attribute[attribute] = round(_balanced_accuracy(predicted_all[:, columns], gold_all[:, columns]), 1)
+        truth = gold_all[:, columns]
+        if (truth.any(0) & ~truth.all(0)).any():  # else every value was present (or absent) in every image
+            per_attribute[attribute] = round(_balanced_accuracy(predicted_all[:, columns], truth), 1)
     return HeldOut(_balanced_accuracy(predicted_all[:, :split], gold_all[:, :split]),
                    _balanced_accuracy(predicted_all[:, split:], gold_all[:, split:]), per_attribute)
 
