@@ -119,6 +119,28 @@ def test_general_questions_are_answered_from_the_scene(datasets: dict[str, Path]
         assert record["query"] == meta["question"] + "\n" + FORMAT_INSTRUCTION
 
 
+def test_general_replay_rows_reach_cot_sft_only(tmp_path: Path, datasets: dict[str, Path]) -> None:
+    from mpi_ray.train.plan import eligible_ids
+    from mpi_ray.train.rl_trainer import rl_prompt_ids
+
+    out = tmp_path / "replay"
+    generate(GeneratorConfig(variant="T", **{**SMALL, "general_replay": 6}), out)
+    train = read_split(out, "train")
+    replay = [r for r in train if r["dataset"] == "clevr_general"]
+    assert len(train) == 66 and len(replay) == 6 and all(r["split"] == "train" for r in replay)
+    for record in replay:
+        objects = kinds_of(json.loads(record["truth"]))
+        assert record["cot"].startswith("<think>The shapes in the image are ") and record["cot"].endswith("</think>")
+        assert all(obj["color"] in record["cot"] for obj in objects)  # the CoT names what the image holds
+    general_images = {r["images"][0] for r in read_split(out, "general")}
+    assert not general_images & {r["images"][0] for r in replay}  # fresh scenes, never the forgetting suite's
+    assert read_split(out, "train")[:60] == read_split(datasets["T"], "train")  # the policy rows are unchanged
+    replay_ids = {r["sample_id"] for r in replay}
+    assert replay_ids <= set(eligible_ids(str(out), "train", needs_cot=True))  # CoT-SFT
+    assert not replay_ids & set(eligible_ids(str(out), "train", needs_cot=True, policy_rows_only=True))  # VM-CPT
+    assert not replay_ids & set(rl_prompt_ids(str(out), "all"))  # RL
+
+
 def test_m_policy_segments_interleave_text_and_pictures(datasets: dict[str, Path]) -> None:
     record = read_split(datasets["M"], "train")[0]
     segments = policy_segments(record["policy_text"], record["policy_images"])

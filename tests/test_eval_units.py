@@ -241,3 +241,19 @@ def test_gta_report_scores_tool_argument_and_rule_referral(tmp_path: Path) -> No
     assert "| Method | Tool Acc | Arg Score | Overall | Override | Referral rules exact | Samples |" in report
     assert "| CoT SFT | 75.00 | 25.00 | 50.00 | - | 25.00 | 4 |" in report
     assert "cites exactly the rules that apply: 25.0% of 4 responses" in report
+
+
+def test_checkpoints_of_one_architecture_share_one_engine_pass(tmp_path: Path) -> None:
+    from mpi_ray.eval.inference import engine_passes
+
+    def folder(name: str, hidden: int, dtype: str = "float32") -> str:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"_name_or_path": name, "dtype": dtype, "hidden_size": hidden,
+                                                      "text_config": {"dtype": dtype, "hidden_size": hidden}}))
+        (path / "tokenizer.json").write_text("{}")
+        return str(path)
+
+    base, sft, rl = folder("base", 64), folder("sft", 64, "bfloat16"), folder("rl", 64)
+    wider = folder("wider", 128)
+    assert engine_passes([base, sft, wider, rl, "Qwen/Qwen2.5-VL-7B-Instruct"]) == [[0, 1, 3], [2], [4]]

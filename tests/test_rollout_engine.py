@@ -1,6 +1,6 @@
 """The rollout engine (real vLLM in a Ray actor on the session cluster): log-probs that match the
-learner's, generation from an image with log-probs and versions, and a weight sync that the next
-samples and log-probs follow."""
+learner's, generation from an image with log-probs and versions, and a weight sync (from the object
+store, and eval's swap from a checkpoint folder) that the next samples and log-probs follow."""
 
 from __future__ import annotations
 
@@ -77,3 +77,9 @@ def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine,
     assert after == pytest.approx(_hf_logprobs(new_model, ids), abs=2e-3)
     with pytest.raises(ray_local.exceptions.RayTaskError, match="not newer"):
         ray_local.get(engine.load_weights.remote(named, 1))
+
+    # eval's swap: the same engine takes a checkpoint folder from disk and scores as that model does
+    assert ray_local.get(engine.load_checkpoint.remote(str(tiny_model_dir), 2)) == 2
+    back = ray_local.get(engine.prompt_logprobs.remote(PROMPT))
+    assert back == pytest.approx(_hf_logprobs(load_model(tiny_model_dir).eval(), ids), abs=2e-3)
+    assert back != pytest.approx(after, abs=2e-3)

@@ -65,6 +65,7 @@ class ClevrDataConfig(Section):
     train_per_policy: int = Field(40, ge=1)
     test: int = Field(200, ge=1)
     general: int = Field(100, ge=0)  # policy-free attribute questions (the forgetting check)
+    general_replay: int = Field(0, ge=0)  # such questions with a CoT in the train split, replayed by CoT-SFT only
     cot_fraction: float = Field(0.125, gt=0.0, le=1.0)
     image_size: int = Field(128, ge=28)
 

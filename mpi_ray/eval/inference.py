@@ -1,6 +1,12 @@
 """Batch inference for evaluation: Ray Data streams the requests through a pool of vLLM engine actors.
 
-A request is {request_id, mode, prompt, images, policy_prompt, policy_images}:
+One pass answers the requests of several checkpoints of the same architecture (a run's base, SFT and
+RL models): each engine starts once, from the first, and swaps the next checkpoint's weights in place
+(the reload path of RL's weight sync) when its requests arrive, instead of paying a vLLM start-up per
+checkpoint. Requests go in checkpoint order, so an engine swaps at most once per checkpoint.
+
+A request is {request_id, checkpoint (index into the pass's checkpoints), mode, prompt, images,
+policy_prompt, policy_images}:
 - mode "generate": a greedy completion of `prompt` (text, response tokens, prompt tokens);
 - mode "prefill": prompt tokens and time to the first token of the policy-free prompt and of the
   policy-aware one, alternately, `repeats` times each, each with nothing cached (efficiency suite).
@@ -9,7 +15,10 @@ The engine is the rollout engine (same vLLM set-up, same image handling as RL sa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +27,8 @@ import ray
 from mpi_ray.config.schema import PipelineConfig, RolloutConfig
 from mpi_ray.rollout.engine import RolloutEngine
 
-REQUEST_FIELDS = ("request_id", "mode", "prompt", "images", "policy_prompt", "policy_images")
+BATCH = 32  # requests an engine answers in one vLLM call
+REQUEST_FIELDS = ("request_id", "checkpoint", "mode", "prompt", "images", "policy_prompt", "policy_images")
 # Every answered batch has this schema (null where a mode has no value), so all blocks agree.
 ANSWER_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("text", pa.string()), ("response_tokens", pa.int64()), ("prompt_tokens", pa.int64()),
@@ -30,13 +40,24 @@ ANSWER_SCHEMA = pa.schema([
 class EnginePredictor:
     """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests."""
 
-    def __init__(self, model_path: str, rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int):
+    def __init__(self, checkpoints: list[str], rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int):
         config = RolloutConfig.model_validate(rollout)
-        self.engine = RolloutEngine(model_path, config, seed, max_images, dtype)
+        self.checkpoints, self.loaded = checkpoints, 0
+        self.engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype)
         self.repeats, self.max_tokens = repeats, config.max_response_len
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
+        parts = []
+        for checkpoint in sorted({row["checkpoint"] for row in rows}):
+            if checkpoint != self.loaded:
+                self.engine.load_checkpoint(self.checkpoints[checkpoint], self.engine.version + 1)
+                self.loaded = checkpoint
+            parts.append(self._answer([row for row in rows if row["checkpoint"] == checkpoint]))
+        return pa.concat_tables(parts)
+
+    def _answer(self, rows: list[dict[str, Any]]) -> pa.Table:
+        """Requests of the loaded checkpoint."""
         results = {row["request_id"]: {"request_id": row["request_id"]} for row in rows}
         generate = [row for row in rows if row["mode"] == "generate"]
         if generate:
@@ -63,22 +84,66 @@ class EnginePredictor:
                 "ttft_free_s": statistics.median(times["free"]), "ttft_policy_s": statistics.median(times["policy"])}
 
 
-def run_requests(cfg: PipelineConfig, model_path: str, requests: list[dict[str, Any]], max_images: int) -> dict[str, dict[str, Any]]:
-    """Every request answered by `eval.engines` vLLM actors; results by request_id."""
+def engine_key(model_path: str) -> str:
+    """What must agree for one engine to serve two checkpoints by swapping weights: the model config
+    (less names, dtype and versions) and the tokenizer."""
+    folder = Path(model_path)
+    config = _without_incidentals(json.loads((folder / "config.json").read_text()))
+    tokenizer = folder / "tokenizer.json"
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest.update(tokenizer.read_bytes() if tokenizer.exists() else b"")
+    return digest.hexdigest()
+
+
+INCIDENTAL_KEYS = ("_name_or_path", "dtype", "torch_dtype", "transformers_version")  # at any depth
+
+
+def _without_incidentals(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _without_incidentals(v) for k, v in config.items() if k not in INCIDENTAL_KEYS}
+    return config
+
+
+def engine_passes(checkpoints: list[str]) -> list[list[int]]:
+    """Indices of the checkpoints one engine pool can answer in one pass, in first-seen order."""
+    passes: dict[str, list[int]] = {}
+    for index, path in enumerate(checkpoints):
+        key = engine_key(path) if Path(path, "config.json").exists() else path  # a hub id: its own pass
+        passes.setdefault(key, []).append(index)
+    return list(passes.values())
+
+
+def run_requests(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[str, Any]],
+                 max_images: int) -> dict[str, dict[str, Any]]:
+    """Every request (its "checkpoint" indexes `checkpoints`) answered by `eval.engines` vLLM actors,
+    one start-up per pass of same-architecture checkpoints; results by request_id."""
+    answers: dict[str, dict[str, Any]] = {}
+    for indices in engine_passes(checkpoints):
+        wanted = [r for r in requests if r["checkpoint"] in indices]
+        renumbered = [{**r, "checkpoint": indices.index(r["checkpoint"])} for r in wanted]
+        answers.update(_one_pass(cfg, [checkpoints[i] for i in indices], renumbered, max_images))
+    return answers
+
+
+def _one_pass(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[str, Any]],
+              max_images: int) -> dict[str, dict[str, Any]]:
     if not requests:
         return {}
     # The engine's context fits the longest prompt, counted exactly when the requests were built.
     longest = max(r["tokens"] for r in requests)
     rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len,
                                              "max_prompt_len": max(cfg.rollout.max_prompt_len, longest)})
-    table = pa.Table.from_pylist([{key: r.get(key) for key in REQUEST_FIELDS} for r in requests])
+    ordered = sorted(requests, key=lambda r: r["checkpoint"])  # stable: each suite keeps its order
+    table = pa.Table.from_pylist([{key: r.get(key) for key in REQUEST_FIELDS} for r in ordered])
+    # Blocks of one batch each: every engine of the pool gets work (one block would go to one engine).
+    blocks = [table.slice(start, BATCH) for start in range(0, table.num_rows, BATCH)]
     res = cfg.resources
-    answered = ray.data.from_arrow(table).map_batches(
+    answered = ray.data.from_arrow(blocks).map_batches(
         EnginePredictor,
-        fn_constructor_kwargs={"model_path": model_path, "rollout": rollout.model_dump(mode="json"), "seed": cfg.run.seed,
+        fn_constructor_kwargs={"checkpoints": checkpoints, "rollout": rollout.model_dump(mode="json"), "seed": cfg.run.seed,
                                "max_images": max_images, "dtype": "bfloat16" if res.use_gpu else "float32",
                                "repeats": cfg.eval.efficiency_repeats},
-        batch_size=32, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.eval.engines),
+        batch_size=BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.eval.engines),
         num_cpus=res.cpus_per_engine, num_gpus=res.gpus_per_engine if res.use_gpu else 0, resources=dict(res.engine_resources),
     )
     return {row["request_id"]: row for row in answered.iter_rows()}

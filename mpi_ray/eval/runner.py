@@ -1,7 +1,7 @@
 """Evaluate checkpoints: build the suites' requests, answer them with vLLM through Ray Data, score.
 
-`evaluate_checkpoint` runs the asked suites on one checkpoint and writes its responses
-(responses-<name>.jsonl) next to the summary it returns:
+`evaluate_checkpoints` runs each checkpoint's suites (one batch inference for all of them) and writes
+each one's responses (responses-<name>.jsonl) next to the summary it returns per checkpoint:
 
     {"path", "label", "dataset", "suites": {suite: {samples, accuracy, format[, tool, arg]}},
      "referral": {...}, "efficiency": {...}}
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,19 @@ def referral_summary(cfg: PipelineConfig, responses: list[dict[str, Any]]) -> di
     return summary
 
 
-def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], out_dir: Path,
-                        name: str, label: str) -> dict[str, Any]:
+@dataclass
+class Planned:
+    """One checkpoint's part of an evaluation: its suites' rows and requests."""
+    name: str
+    label: str
+    checkpoint: str
+    suites: list[str]
+    rows: dict[str, list[dict[str, Any]]]
+    requests: list[dict[str, Any]]
+    skipped: dict[str, str]
+
+
+def plan_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], name: str, label: str) -> Planned:
     rows = suite_rows(data_dir, suites, cfg.eval.max_samples, cfg.eval.general_jsonl)
     max_prompt_tokens = model_context(checkpoint) - cfg.eval.max_response_len
     requests, skipped = build_requests(checkpoint, rows, cfg.eval.efficiency_samples if "efficiency" in suites else None,
@@ -71,11 +83,14 @@ def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, sui
         print(f"[eval] {name}: skipped {len(skipped)} request(s) that cannot be served, e.g. "
               f"{next(iter(skipped))}: {next(iter(skipped.values()))}", flush=True)
     print(f"[eval] {name}: {label} <- {checkpoint}: " + ", ".join(f"{suite} {len(samples)}" for suite, samples in rows.items())
-          + f" ({len(requests)} requests, {cfg.eval.engines} vLLM engine(s))", flush=True)
-    answers = run_requests(cfg, checkpoint, requests, _max_images(rows))
+          + f" ({len(requests)} requests)", flush=True)
+    return Planned(name, label, checkpoint, suites, rows, requests, skipped)
 
+
+def summarize_checkpoint(cfg: PipelineConfig, planned: Planned, answers: dict[str, dict[str, Any]], out_dir: Path) -> dict[str, Any]:
+    """Score one checkpoint's answers (keyed by its own request ids), write its responses, summarize."""
     responses = []
-    for suite, samples in rows.items():
+    for suite, samples in planned.rows.items():
         for sample in samples:
             answer = answers[f"{suite}/{sample['sample_id']}"]
             meta = json.loads(sample["meta"] or "{}")
@@ -87,15 +102,38 @@ def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, sui
                 "scores": score_eval(sample["dataset"], answer["text"], sample["answer"], cfg.rl.reward),
             })
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / f"responses-{name}.jsonl").open("w") as file:
+    with (out_dir / f"responses-{planned.name}.jsonl").open("w") as file:
         for response in responses:
             file.write(json.dumps({k: v for k, v in response.items() if k != "policy_text"}) + "\n")
 
     dataset = next((r["dataset"] for r in responses if r["suite"] != "forgetting"), "none")
-    summary: dict[str, Any] = {"path": checkpoint, "label": label, "dataset": dataset, "suites": summarize_by_suite(responses),
-                               "skipped": skipped}
-    if "referral" in suites:
+    summary: dict[str, Any] = {"path": planned.checkpoint, "label": planned.label, "dataset": dataset,
+                               "suites": summarize_by_suite(responses), "skipped": planned.skipped}
+    if "referral" in planned.suites:
         summary["referral"] = referral_summary(cfg, [r for r in responses if r["suite"] == "policy_free"])
-    if "efficiency" in suites:
+    if "efficiency" in planned.suites:
         summary["efficiency"] = efficiency_summary([a for rid, a in answers.items() if rid.startswith("efficiency/")])
     return summary
+
+
+def evaluate_checkpoints(cfg: PipelineConfig, plan: list[tuple[str, str, str, list[str]]], data_dir: str,
+                         out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each (name, label, checkpoint, suites) of `plan` evaluated, every request answered in one batch
+    inference (one engine start-up for checkpoints of one architecture); summaries by name."""
+    planned = [plan_checkpoint(cfg, checkpoint, data_dir, suites, name, label) for name, label, checkpoint, suites in plan]
+    requests = [{**request, "request_id": f"{index}:{request['request_id']}", "checkpoint": index}
+                for index, part in enumerate(planned) for request in part.requests]
+    max_images = max(_max_images(part.rows) for part in planned)
+    print(f"[eval] {len(requests)} requests over {len(planned)} checkpoint(s), {cfg.eval.engines} vLLM engine(s)", flush=True)
+    answers = run_requests(cfg, [part.checkpoint for part in planned], requests, max_images)
+    summaries = {}
+    for index, part in enumerate(planned):
+        prefix = f"{index}:"
+        own = {rid[len(prefix):]: answer for rid, answer in answers.items() if rid.startswith(prefix)}
+        summaries[part.name] = summarize_checkpoint(cfg, part, own, out_dir)
+    return summaries
+
+
+def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], out_dir: Path,
+                        name: str, label: str) -> dict[str, Any]:
+    return evaluate_checkpoints(cfg, [(name, label, checkpoint, suites)], data_dir, out_dir)[name]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
-from mpi_ray.data.clevr_policy.cot import _PLURAL, _join
+from mpi_ray.data.clevr_policy.cot import _join, attribute_summary
 from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, sample_general_question
 from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES, describe
 from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples
@@ -76,15 +76,6 @@ def base_rng(seed: int, purpose: str) -> random.Random:
 def base_policy_name(rng: random.Random, depth: int) -> str:
     word = "".join(rng.choice(_SYLLABLE_CONSONANTS) + rng.choice(_SYLLABLE_VOWELS) for _ in range(BASE_NAME_SYLLABLES))
     return f"L{depth}-{word.capitalize()}"
-
-
-def attribute_summary(objects: list[dict[str, Any]]) -> str:
-    """What is present, per attribute type, in the words of the runs' CoT evidence ("the colors in
-    the image are blue, brown and red"): a set per attribute, readable from the sum of the objects."""
-    parts = [f"the {plural} in the image are {_join(sorted({str(obj[attribute]) for obj in objects}))}"
-             for attribute, plural in _PLURAL.items()]
-    text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
 
 
 def matching_objects(conditions: tuple[Condition, ...], objects: list[dict[str, Any]]) -> str:

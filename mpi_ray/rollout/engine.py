@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -18,6 +19,10 @@ from PIL import Image
 
 from mpi_ray.config.schema import RolloutConfig
 from mpi_ray.model.loading import visual_tokens
+
+
+# Where HF checkpoints keep the token embeddings (the legacy and the transformers-5 layout).
+EMBED_NAMES = ("model.embed_tokens.weight", "model.language_model.embed_tokens.weight")
 
 
 def _images(blobs: list[bytes]) -> list[Image.Image]:
@@ -113,6 +118,21 @@ class RolloutEngine:
         self.llm.reset_mm_cache()
         self.version = version
         return self.version
+
+    def load_checkpoint(self, model_path: str, version: int) -> int:
+        """Install the weights of an HF folder of the same architecture (every *.safetensors file), through
+        the same in-place reload as `load_weights`: one engine evaluates a run's checkpoints in turn."""
+        from safetensors.torch import load_file
+
+        files = sorted(Path(model_path).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{model_path} has no *.safetensors weights")
+        weights = {name: tensor for file in files for name, tensor in load_file(file).items()}
+        # A tied head is not in the file, but vLLM on CPU keeps its own (repacked) copy of it: send it.
+        embed = next((weights[k] for k in EMBED_NAMES if k in weights), None)
+        if "lm_head.weight" not in weights and embed is not None:
+            weights["lm_head.weight"] = embed
+        return self.load_weights(list(weights.items()), version)
 
     def get_version(self) -> int:
         return self.version

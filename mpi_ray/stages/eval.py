@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from mpi_ray.eval.report import headline, write_report
-from mpi_ray.eval.runner import evaluate_checkpoint
+from mpi_ray.eval.runner import evaluate_checkpoints
 from mpi_ray.pipeline import TRAINED_STAGES, StageContext
 
 BASE_SUITES = ("in_context", "forgetting")  # the base model: the in-context baseline, forgetting "before"
@@ -60,8 +60,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     plan = checkpoints(ctx)
     ran = {stage for stage in TRAINED_STAGES if ctx.run.completed(stage)}
     data_dir = ctx.outputs["data"]
-    summaries = {stage: evaluate_checkpoint(ctx.cfg, path, data_dir, suites, out, stage, stage_label(stage, ran, ctx))
-                 for stage, path, suites in plan}
+    summaries = evaluate_checkpoints(ctx.cfg, [(stage, stage_label(stage, ran, ctx), path, suites) for stage, path, suites in plan],
+                                     data_dir, out)
     final = plan[-1][0]
     results = {
         "run": ctx.cfg.run.name, "dataset": summaries[final]["dataset"], "final": final, "checkpoints": summaries,

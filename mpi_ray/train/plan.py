@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 
+from mpi_ray.data.clevr_policy.general import GENERAL_DATASET
 from mpi_ray.data.shards import read_shard, shard_paths
 
 
@@ -26,13 +27,14 @@ class DataPlan:
         return len(self.assignments)
 
 
-def eligible_ids(data_dir: str, split: str, needs_cot: bool) -> list[str]:
-    """Sample ids of the split in shard order (only those with a CoT when the stage needs one)."""
+def eligible_ids(data_dir: str, split: str, needs_cot: bool, policy_rows_only: bool = False) -> list[str]:
+    """Sample ids of the split in shard order: only those with a CoT when the stage needs one, and only
+    policy rows (not CoT-SFT's general replay rows) when `policy_rows_only` (VM-CPT, RL)."""
     ids: list[str] = []
     for path in shard_paths(data_dir, split):
-        table = read_shard(path, columns=["sample_id", "cot"])
-        for sample_id, cot in zip(table["sample_id"].to_pylist(), table["cot"].to_pylist()):
-            if cot or not needs_cot:
+        table = read_shard(path, columns=["sample_id", "cot", "dataset"])
+        for sample_id, cot, dataset in zip(*(table[c].to_pylist() for c in ("sample_id", "cot", "dataset"))):
+            if (cot or not needs_cot) and not (policy_rows_only and dataset == GENERAL_DATASET):
                 ids.append(sample_id)
     return ids
 

@@ -28,7 +28,7 @@ from mpi_ray.train.trainer import scaling
 
 def rl_prompt_ids(data_dir: str, rows: str) -> list[str]:
     """The train rows RL samples from: those without a CoT (the paper's non-CoT RL data), or all."""
-    every = eligible_ids(data_dir, "train", needs_cot=False)
+    every = eligible_ids(data_dir, "train", needs_cot=False, policy_rows_only=True)
     if rows == "all":
         return every
     with_cot = set(eligible_ids(data_dir, "train", needs_cot=True))

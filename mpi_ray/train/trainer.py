@@ -30,7 +30,7 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
     target = getattr(stage_cfg, "target", "cot")
     workers = stage_cfg.workers or cfg.resources.learner_workers
     needs_cot = stage == "cpt" or target == "cot"
-    ids = eligible_ids(data_dir, "train", needs_cot)
+    ids = eligible_ids(data_dir, "train", needs_cot, policy_rows_only=stage == "cpt")
     max_micro = stage_cfg.max_steps * stage_cfg.grad_accum if stage_cfg.max_steps else None
     plan = make_plan(ids, workers, stage_cfg.batch_size_per_worker, stage_cfg.epochs, cfg.run.seed, max_micro)
 

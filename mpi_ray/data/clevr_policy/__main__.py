@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training images per policy (>= the leaves of each tree)")
     parser.add_argument("--test", type=int, default=defaults.test, help="test instances over all policies")
     parser.add_argument("--general", type=int, default=defaults.general, help="policy-free attribute questions")
+    parser.add_argument("--general-replay", type=int, default=defaults.general_replay,
+                        help="policy-free questions with a CoT in the train split (CoT-SFT replay; 0: the paper's setting)")
     parser.add_argument("--cot-fraction", type=float, default=defaults.cot_fraction,
                         help="share of training samples that carry a CoT target")
     parser.add_argument("--image-size", type=parse_image_size, default=(defaults.image_width, defaults.image_height),
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         train_per_policy=args.train_per_policy,
         test=args.test,
         general=args.general,
+        general_replay=args.general_replay,
         cot_fraction=args.cot_fraction,
         image_width=width,
         image_height=height,

@@ -92,6 +92,16 @@ def location(obj: SceneObject) -> str:
     return "in the middle"
 
 
+def attribute_summary(objects: Sequence[Any]) -> str:
+    """What is present, per attribute type, in the words of the runs' CoT evidence ("the colors in
+    the image are blue, brown and red"): a set per attribute, readable from the sum of the objects.
+    The base pretrains on it; CoT-SFT's general replay rows reuse it."""
+    parts = [f"the {plural} in the image are {_join(sorted({str(obj[attribute]) for obj in objects}))}"
+             for attribute, plural in _PLURAL.items()]
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
 def _join(items: Sequence[str]) -> str:
     if len(items) <= 1:
         return "".join(items)

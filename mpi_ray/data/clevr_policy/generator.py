@@ -10,12 +10,14 @@ and -M with one seed share trees, names and scenes and differ only in how values
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from mpi_ray.data.clevr_policy.cot import attribute_summary
 from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, sample_general_question
 from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples, sample_policy_name
 from mpi_ray.data.clevr_policy.records import OVERRIDE_QUESTION, POLICY_QUESTION, general_record, policy_record
@@ -36,6 +38,9 @@ class GeneratorConfig:
     train_per_policy: int = 64  # >= the leaves of a depth-6 tree (40), so every leaf is covered
     test: int = 200  # test instances over all policies; override reuses these scenes
     general: int = 100  # policy-free attribute questions
+    # Policy-free questions with a CoT in the train split, for CoT-SFT to replay the base's perception
+    # task (fresh scenes, never the general split's); 0 is the paper's setting.
+    general_replay: int = 0
     cot_fraction: float = 0.125  # paper: ~2,500 CoT of 20,000 training pairs
     image_width: int = 128
     image_height: int = 128
@@ -61,7 +66,7 @@ class GeneratorConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
-        for key, value in {"test": self.test, "general": self.general}.items():
+        for key, value in {"test": self.test, "general": self.general, "general_replay": self.general_replay}.items():
             if value < 0:
                 raise ValueError(f"{key} must be >= 0, got {value}")
         if self.crop_size != 0 and self.crop_size < 32:
@@ -208,15 +213,20 @@ def override_rows(config: GeneratorConfig, test: Sequence[Instance], overrides: 
         yield record, policy.policy_id, "test_scene"
 
 
-def general_rows(config: GeneratorConfig) -> SplitRows:
-    """Policy-free questions on fresh scenes: counts and yes/no existence, alternating."""
-    rng = stream_rng(config, "general")
-    for number in range(config.general):
+def general_rows(config: GeneratorConfig, split: str = "general") -> SplitRows:
+    """Policy-free questions on fresh scenes: counts and yes/no existence, alternating. In the train
+    split (the replay rows) each carries a CoT that names what the image holds, as the base learned."""
+    count = config.general if split == "general" else config.general_replay
+    rng = stream_rng(config, "general" if split == "general" else "general_replay")
+    for number in range(count):
         scene = sample_scene(rng, config.image_width, config.image_height)
         kind = "count" if number % 2 == 0 else "exist"
         question = sample_general_question(rng, kinds_of(scene), kind, want_yes=number % 4 == 1)
-        sample_id = f"{GENERAL_DATASET}-N{config.depth}-general-{number:06d}"
-        yield general_record(sample_id, scene, question), "", "natural"
+        sample_id = f"{GENERAL_DATASET}-N{config.depth}-{split}-{number:06d}"
+        record = general_record(sample_id, scene, question, split)
+        if split == "train":
+            record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
+        yield record, "", "natural"
 
 
 def _tallied(rows: SplitRows, tally: SplitTally) -> Iterator[dict[str, Any]]:
@@ -260,7 +270,7 @@ def generate(
 
     tallies = {split: SplitTally() for split in SPLITS}
     sources = {
-        "train": train_rows(config, train),
+        "train": itertools.chain(train_rows(config, train), general_rows(config, "train")),
         "test": test_rows(config, test),
         "override": override_rows(config, test, overrides),
         "general": general_rows(config),

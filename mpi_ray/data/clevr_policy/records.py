@@ -60,12 +60,12 @@ def policy_record(
     )
 
 
-def general_record(sample_id: str, scene: SceneGraph, question: GeneralQuestion) -> dict[str, Any]:
+def general_record(sample_id: str, scene: SceneGraph, question: GeneralQuestion, split: str = "general") -> dict[str, Any]:
     """One policy-free question: empty policy fields, answer a number or yes/no."""
     return make_sample(
         sample_id=sample_id,
         dataset=GENERAL_DATASET,
-        split="general",
+        split=split,
         policy_name="",
         policy_text="",
         images=[render_png(scene)],

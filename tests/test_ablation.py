@@ -1,0 +1,43 @@
+"""The ablation's row tree, per-row configs and report (pure logic; the runs themselves are the
+pipeline's stages, tested elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpi_ray.ablation import ROWS, needed, node_config, plot, report_lines, summarize, BY_NAME
+
+from conftest import REPO
+
+DEFAULT = str(REPO / "configs/default.yaml")
+
+
+def test_rows_need_their_ancestors_only() -> None:
+    assert [n.name for n in needed(["poro_grpo"])] == ["base", "cpt", "cpt_cot_sft", "poro_grpo"]
+    assert [n.name for n in needed(["direct_sft", "cot_sft"])] == ["base", "direct_sft", "cot_sft"]
+    assert len(needed(list(ROWS))) == len(ROWS) + 1  # + the shared VM-CPT
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        needed(["cot_sft", "ppo"])
+
+
+def test_each_node_config_carries_its_branch_and_seed(tmp_path: Path) -> None:
+    cfg = node_config(DEFAULT, ["rl.max_steps=2"], tmp_path, BY_NAME["poro_dapo"], 3)
+    assert (cfg.rl.algorithm, cfg.rl.kl_coef, cfg.rl.max_steps, cfg.sft.target, cfg.run.seed) == ("poro-dapo", 0, 2, "cot", 3)
+    assert cfg.run.dir == str(tmp_path / "seed3" / "poro_dapo")
+    assert node_config(DEFAULT, [], tmp_path, BY_NAME["direct_sft"], 0).sft.target == "direct"
+    assert node_config(DEFAULT, [], tmp_path, BY_NAME["base"], 7).run.dir == str(tmp_path / "base")  # shared by seeds
+
+
+def test_report_has_mean_std_per_seed_and_the_paper_column(tmp_path: Path) -> None:
+    accuracy = {"base": {0: 25.0, 1: 25.0}, "cot_sft": {0: 60.0, 1: 70.0}, "poro_grpo": {0: 71.0, 1: 73.0}}
+    forgetting = {"base": {0: 40.0, 1: 40.0}, "cot_sft": {0: 0.0, 1: 2.0}}
+    results = summarize(accuracy, forgetting, [0, 1], 12.34)
+    assert [r["row"] for r in results["rows"]] == ["base", "cot_sft", "poro_grpo"]  # the paper's order
+    cot = results["rows"][1]
+    assert (cot["mean"], round(cot["std"], 3), cot["forgetting"], cot["paper_t"]) == (65.0, 7.071, 1.0, 17.80)
+    lines = report_lines(results, "configs/default.yaml")
+    assert "| CoT SFT | 65.0 +- 7.1 | 60.0, 70.0 | 1.0 | 17.80 |" in lines
+    assert "| TriMPI w/ PoRo-GRPO | 72.0 +- 1.4 | 71.0, 73.0 | - | 65.85 |" in lines
+    assert plot(results, tmp_path / "ablation.png").stat().st_size > 1000
