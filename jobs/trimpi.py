@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     print(f"finished: {', '.join(stages)}; outputs in {run.root}")
+    from mpi_ray.timing import write_timing
+
+    print("\n".join(write_timing(run.root)))
     if "report" in ctx.outputs:
         from mpi_ray.eval.report import report_tables
 

@@ -187,7 +187,7 @@ def run_ablation(config: str, overrides: list[str], seeds: list[int], rows: list
     plan = [("base", base.label, models[("base", seeds[0])], ["in_context", "forgetting"])]
     plan += [(f"seed{seed}-{name}", BY_NAME[name].label, models[(name, seed)], ["policy_free", "forgetting"])
              for seed in seeds for name in rows if name != "base"]
-    summaries = evaluate_checkpoints(eval_cfg, plan, data_dir, out / "eval")
+    summaries, _ = evaluate_checkpoints(eval_cfg, plan, data_dir, out / "eval")
 
     accuracy: dict[str, dict[int, float]] = {}
     forgetting: dict[str, dict[int, float]] = {}

@@ -206,6 +206,12 @@ def test_eval_scores_every_suite_and_reports(pipeline_run: PipelineRun) -> None:
     assert "| In-Context (no MPI) |" in report and "| TriMPI w/ PoRo-GRPO |" in report
     assert "## Efficiency" in report and "## Forgetting" in report
     assert "report:" in pipeline_run.submitted.stdout and "| Method |" in pipeline_run.submitted.stdout
+    assert "[eval] 26 requests over 2 checkpoint(s)" in pipeline_run.submitted.stdout  # one batch inference
+    assert results["engine_startup_s"] > 0
+    timing = {row["stage"]: row for row in json.loads((pipeline_run.dir / "timing.json").read_text())}
+    assert list(timing) == STAGES.split(",")
+    assert 0 < timing["eval"]["work_s"] < timing["eval"]["wall_s"] and 0 < timing["rl"]["work_s"] < timing["rl"]["wall_s"]
+    assert "## Where the time went" in report and "| all |" in pipeline_run.submitted.stdout
 
 
 def test_export_is_a_self_contained_hf_folder_with_a_model_card(pipeline_run: PipelineRun) -> None:

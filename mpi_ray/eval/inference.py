@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ REQUEST_FIELDS = ("request_id", "checkpoint", "mode", "prompt", "images", "polic
 ANSWER_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("text", pa.string()), ("response_tokens", pa.int64()), ("prompt_tokens", pa.int64()),
     ("finish_reason", pa.string()), ("prompt_tokens_free", pa.int64()), ("prompt_tokens_policy", pa.int64()),
-    ("ttft_free_s", pa.float64()), ("ttft_policy_s", pa.float64()),
+    ("ttft_free_s", pa.float64()), ("ttft_policy_s", pa.float64()), ("engine_ready_at", pa.float64()),
 ])
 
 
@@ -45,6 +46,7 @@ class EnginePredictor:
         self.checkpoints, self.loaded = checkpoints, 0
         self.engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype)
         self.repeats, self.max_tokens = repeats, config.max_response_len
+        self.ready_at = time.time()  # the pass's start-up ends here (the report's time split)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -58,7 +60,7 @@ class EnginePredictor:
 
     def _answer(self, rows: list[dict[str, Any]]) -> pa.Table:
         """Requests of the loaded checkpoint."""
-        results = {row["request_id"]: {"request_id": row["request_id"]} for row in rows}
+        results = {row["request_id"]: {"request_id": row["request_id"], "engine_ready_at": self.ready_at} for row in rows}
         generate = [row for row in rows if row["mode"] == "generate"]
         if generate:
             out = self.engine.generate([{"prompt": r["prompt"], "images": r["images"]} for r in generate], n=1,
@@ -114,21 +116,26 @@ def engine_passes(checkpoints: list[str]) -> list[list[int]]:
 
 
 def run_requests(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[str, Any]],
-                 max_images: int) -> dict[str, dict[str, Any]]:
+                 max_images: int) -> tuple[dict[str, dict[str, Any]], float]:
     """Every request (its "checkpoint" indexes `checkpoints`) answered by `eval.engines` vLLM actors,
-    one start-up per pass of same-architecture checkpoints; results by request_id."""
+    one start-up per pass of same-architecture checkpoints. Returns the answers by request_id and the
+    seconds spent before the first engine of each pass was ready (start-up, summed over passes)."""
     answers: dict[str, dict[str, Any]] = {}
+    startup_s = 0.0
     for indices in engine_passes(checkpoints):
         wanted = [r for r in requests if r["checkpoint"] in indices]
+        if not wanted:
+            continue
         renumbered = [{**r, "checkpoint": indices.index(r["checkpoint"])} for r in wanted]
-        answers.update(_one_pass(cfg, [checkpoints[i] for i in indices], renumbered, max_images))
-    return answers
+        start = time.time()
+        answered = _one_pass(cfg, [checkpoints[i] for i in indices], renumbered, max_images)
+        startup_s += min(a["engine_ready_at"] for a in answered.values()) - start
+        answers.update(answered)
+    return answers, startup_s
 
 
 def _one_pass(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[str, Any]],
               max_images: int) -> dict[str, dict[str, Any]]:
-    if not requests:
-        return {}
     # The engine's context fits the longest prompt, counted exactly when the requests were built.
     longest = max(r["tokens"] for r in requests)
     rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len,

@@ -117,23 +117,25 @@ def summarize_checkpoint(cfg: PipelineConfig, planned: Planned, answers: dict[st
 
 
 def evaluate_checkpoints(cfg: PipelineConfig, plan: list[tuple[str, str, str, list[str]]], data_dir: str,
-                         out_dir: Path) -> dict[str, dict[str, Any]]:
+                         out_dir: Path) -> tuple[dict[str, dict[str, Any]], float]:
     """Each (name, label, checkpoint, suites) of `plan` evaluated, every request answered in one batch
-    inference (one engine start-up for checkpoints of one architecture); summaries by name."""
+    inference (one engine start-up for checkpoints of one architecture). Returns the summaries by
+    name and the seconds the engines took to start."""
     planned = [plan_checkpoint(cfg, checkpoint, data_dir, suites, name, label) for name, label, checkpoint, suites in plan]
     requests = [{**request, "request_id": f"{index}:{request['request_id']}", "checkpoint": index}
                 for index, part in enumerate(planned) for request in part.requests]
     max_images = max(_max_images(part.rows) for part in planned)
     print(f"[eval] {len(requests)} requests over {len(planned)} checkpoint(s), {cfg.eval.engines} vLLM engine(s)", flush=True)
-    answers = run_requests(cfg, [part.checkpoint for part in planned], requests, max_images)
+    answers, startup_s = run_requests(cfg, [part.checkpoint for part in planned], requests, max_images)
+    print(f"[eval] engine start-up {startup_s:.1f}s", flush=True)
     summaries = {}
     for index, part in enumerate(planned):
         prefix = f"{index}:"
         own = {rid[len(prefix):]: answer for rid, answer in answers.items() if rid.startswith(prefix)}
         summaries[part.name] = summarize_checkpoint(cfg, part, own, out_dir)
-    return summaries
+    return summaries, startup_s
 
 
 def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], out_dir: Path,
                         name: str, label: str) -> dict[str, Any]:
-    return evaluate_checkpoints(cfg, [(name, label, checkpoint, suites)], data_dir, out_dir)[name]
+    return evaluate_checkpoints(cfg, [(name, label, checkpoint, suites)], data_dir, out_dir)[0][name]

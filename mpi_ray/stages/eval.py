@@ -60,13 +60,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     plan = checkpoints(ctx)
     ran = {stage for stage in TRAINED_STAGES if ctx.run.completed(stage)}
     data_dir = ctx.outputs["data"]
-    summaries = evaluate_checkpoints(ctx.cfg, [(stage, stage_label(stage, ran, ctx), path, suites) for stage, path, suites in plan],
+    summaries, engine_startup_s = evaluate_checkpoints(ctx.cfg, [(stage, stage_label(stage, ran, ctx), path, suites) for stage, path, suites in plan],
                                      data_dir, out)
     final = plan[-1][0]
     results = {
         "run": ctx.cfg.run.name, "dataset": summaries[final]["dataset"], "final": final, "checkpoints": summaries,
         "max_response_len": ctx.cfg.eval.max_response_len,
         "forgetting_benchmark": ctx.cfg.eval.general_jsonl or "the data's general split",
+        "engine_startup_s": round(engine_startup_s, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report = write_report(ctx.run.root, results)
