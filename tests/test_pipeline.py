@@ -172,10 +172,11 @@ def test_rl_survives_a_dead_engine_with_bounded_staleness_and_verified_syncs(pip
 
 
 def _probe(model_dir: Path) -> list[float]:
-    from mpi_ray.model.loading import load_model, load_processor
+    from mpi_ray.model.loading import load_model
+    from mpi_ray.rl.sequences import SequenceEncoder
     from mpi_ray.rollout.weight_sync import probe_logprobs
 
-    return probe_logprobs(load_model(model_dir).eval(), load_processor(model_dir).tokenizer)
+    return probe_logprobs(load_model(model_dir).eval(), SequenceEncoder(str(model_dir)))
 
 
 def test_eval_scores_every_suite_and_reports(pipeline_run: PipelineRun) -> None:

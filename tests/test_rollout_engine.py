@@ -83,3 +83,24 @@ def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine,
     back = ray_local.get(engine.prompt_logprobs.remote(PROMPT))
     assert back == pytest.approx(_hf_logprobs(load_model(tiny_model_dir).eval(), ids), abs=2e-3)
     assert back != pytest.approx(after, abs=2e-3)
+
+
+def test_the_sync_check_sees_a_vision_weight_left_behind(ray_local, engine, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The probe carries an image: a sync that skips one vision-tower tensor fails the check, the full
+    sync passes it (the learner's probe log-probs on the learner's own input path)."""
+    from mpi_ray.model.loading import load_model
+    from mpi_ray.model.tiny import build_tiny
+    from mpi_ray.rl.sequences import SequenceEncoder
+    from mpi_ray.rollout.weight_sync import probe_logprobs, verify
+
+    learner = load_model(build_tiny(tmp_path / "seed2", size="xs", seed=2)).eval()
+    expected = probe_logprobs(learner, SequenceEncoder(str(tiny_model_dir)))
+    named = [(name, tensor.detach().clone()) for name, tensor in learner.state_dict().items()]
+    vision = [name for name, _ in named if ".visual." in name and name.endswith("patch_embed.proj.weight")]
+    assert len(vision) == 1
+    version = ray_local.get(engine.get_version.remote())
+    ray_local.get(engine.load_weights.remote([item for item in named if item[0] != vision[0]], version + 1))
+    with pytest.raises(RuntimeError, match="did not apply"):
+        verify([engine], expected, 0.05)
+    ray_local.get(engine.load_weights.remote(named, version + 2))
+    assert verify([engine], expected, 0.05) < 2e-3

@@ -108,11 +108,10 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
     strategy = make_strategy(model, cfg.learner, rl.optim, factor, grad_accum, rl.micro_batch_per_worker)
     encoder = SequenceEncoder(job.model_path, cfg.model.min_pixels, cfg.model.max_pixels)
 
-    tokenizer = encoder.processor.tokenizer
     position = checkpoint.restore(strategy, rank)
     first_step, prompts_drawn = (position["step"], position["prompts_drawn"]) if position else (0, 0)
     if position:
-        weight_sync.publish(strategy, job.buffer, tokenizer, first_step, rank)  # the engines start from the checkpoint
+        weight_sync.publish(strategy, job.buffer, encoder, first_step, rank)  # the engines start from the checkpoint
     metrics_log = open_metrics_log(Path(job.out_dir) / "metrics.jsonl", "step", first_step if position else None) \
         if rank == 0 else None
     if rank == 0:
@@ -136,7 +135,7 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         rollouts = [r for kind in (POLICY_FREE, POLICY_AWARE) if kind in entry.groups for r in ray.get(entry.groups[kind])]
         samples = build_learner_batch(group_by_prompt(rollouts), ray.get(entry.prompts), rl.uses_poro)
         learner = _update(strategy, reference, encoder, samples[rank::world], staleness > 0, cfg, grad_accum, world)
-        publish_s = weight_sync.publish(strategy, job.buffer, tokenizer, step + 1, rank)
+        publish_s = weight_sync.publish(strategy, job.buffer, encoder, step + 1, rank)
         step_s = time.perf_counter() - step_start
         tokens = _all_reduce_sum([learner.pop("tokens")])[0]
         prompts_drawn += entry.stats["prompts_drawn"]
