@@ -95,3 +95,10 @@ def test_later_stages_build_missing_model_and_data_first(tmp_path: Path) -> None
     assert with_prerequisites(run, ["data"]) == ["data"]  # data alone needs no model
     run.mark_done("model", {"model": "m"}, seconds=1.0)
     assert with_prerequisites(run, ["rl"]) == ["data", "rl"]  # a completed stage is not redone
+
+
+def test_job_output_into_a_file_or_pipe_carries_no_colour_codes() -> None:
+    """Ray colours its "[repeated Nx across cluster]" notes even into a file; a job's output is stripped."""
+    script = "import sys; sys.path.insert(0, 'jobs'); import _bootstrap; print('\\x1b[32m [repeated 3x across cluster]\\x1b[0m')"
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout == " [repeated 3x across cluster]\n"

@@ -8,6 +8,7 @@ carries the weight version it was sampled with.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 from pathlib import Path
@@ -43,6 +44,10 @@ class RolloutEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
+        # Every in-place reload warns "<Layer>: Failed to load weights" for RotaryEmbedding,
+        # MRotaryEmbedding and FusedMMInputNorm (their caches are computed, not loaded by name). What
+        # counts is checked instead: after a reload the engine's image probe matches the learner's.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
