@@ -2,7 +2,7 @@
 prefix (mpi_ray/ablation.py): mean +- std per row into <out>/report.md with a bar plot.
 
     python jobs/ablate.py [--config configs/default.yaml] [--seeds 0,1,2] [--rows base,cot_sft,...]
-                          [--out runs/ablation] [--dry-run] [section.key=value ...]
+                          [--out runs/ablation] [--dry-run] [--report-only] [section.key=value ...]
 
 Rows: base (In-Context), direct_sft, cot_sft, cpt_cot_sft, grpo, poro_grpo, dapo, poro_dapo.
 Locally it starts Ray on 127.0.0.1; under `ray job submit` it joins that cluster. Re-running the same
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: all of {', '.join(ROWS)})")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--dry-run", action="store_true", help="print the nodes to train, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="rewrite report.md and the plot from <out>/results.json")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides for every row")
     args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         refuse(f"--seeds / --rows: {error}")
     out = Path(args.out).resolve()
+    if args.report_only:
+        from mpi_ray.ablation import write_report
+
+        if not (out / "results.json").exists():
+            refuse(f"{out / 'results.json'} does not exist: run the ablation first")
+        print(f"report: {write_report(out)}")
+        return 0
     cfg = config_or_exit(args.config, list(args.overrides))  # every row's config is this one plus its own keys
     for seed in seeds:  # validated up front: a bad row config fails now, not an hour in
         for node in nodes:

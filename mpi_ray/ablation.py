@@ -122,6 +122,32 @@ def summarize(accuracy: dict[str, dict[int, float]], forgetting: dict[str, dict[
     return {"seeds": seeds, "minutes": round(minutes, 1), "rows": rows}
 
 
+# The paper's reading of Table 2 (its section 5.1), as pairs (lower row, higher row).
+PAPER_ORDERING = (("base", "cot_sft", "MPI beats the policy in context"),
+                  ("direct_sft", "cot_sft", "CoT SFT beats Direct SFT"),
+                  ("cot_sft", "cpt_cot_sft", "VM-CPT helps SFT"),
+                  ("cpt_cot_sft", "poro_grpo", "RL adds to VM-CPT + CoT SFT"),
+                  ("grpo", "poro_grpo", "PoRo beats plain GRPO"),
+                  ("dapo", "poro_dapo", "PoRo beats plain DAPO"))
+
+
+def ordering_lines(results: dict[str, Any]) -> list[str]:
+    """Each of the paper's orderings as measured: holds, reversed, or within the seeds' spread."""
+    rows = {row["row"]: row for row in results["rows"]}
+    lines = []
+    for low, high, claim in PAPER_ORDERING:
+        if low not in rows or high not in rows:
+            continue
+        a, b = rows[low], rows[high]
+        gap = b["mean"] - a["mean"]
+        spread = max(a["std"], b["std"])
+        verdict = ("not separated (gap within one std)" if abs(gap) <= spread
+                   else "holds" if gap > 0 else "reversed")
+        lines.append(f"- {claim}: {a['label']} {a['mean']:.1f} vs {b['label']} {b['mean']:.1f} "
+                     f"({gap:+.1f} points): **{verdict}**")
+    return lines
+
+
 def report_lines(results: dict[str, Any], what: str) -> list[str]:
     seeds = results["seeds"]
     lines = [
@@ -140,6 +166,10 @@ def report_lines(results: dict[str, Any], what: str) -> list[str]:
         forgetting = "-" if row["forgetting"] is None else f"{row['forgetting']:.1f}"
         paper = "n/r" if row["paper_t"] is None else f"{row['paper_t']:.2f}"
         lines.append(f"| {row['label']} | {row['mean']:.1f} +- {row['std']:.1f} | {per_seed} | {forgetting} | {paper} |")
+    ordering = ordering_lines(results)
+    if ordering:
+        lines += ["", f"The paper's orderings, measured ({len(seeds)} seed(s); one seed has no spread, so any gap counts):",
+                  "", *ordering]
     return lines + ["", "![accuracy per row](ablation.png)", ""]
 
 
@@ -199,8 +229,15 @@ def run_ablation(config: str, overrides: list[str], seeds: list[int], rows: list
             if "forgetting" in summary["suites"]:
                 forgetting.setdefault(name, {})[seed] = summary["suites"]["forgetting"]["accuracy"]
     results = summarize(accuracy, forgetting, seeds, (time.time() - start) / 60)
+    results["what"] = f"`{config}` {' '.join(overrides)}".strip()
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return write_report(out)
+
+
+def write_report(out: Path) -> Path:
+    """report.md and ablation.png from <out>/results.json."""
+    results = json.loads((out / "results.json").read_text())
     plot(results, out / "ablation.png")
     report = out / "report.md"
-    report.write_text("\n".join(report_lines(results, f"`{config}` {' '.join(overrides)}".strip())))
+    report.write_text("\n".join(report_lines(results, results.get("what", "the config"))))
     return report

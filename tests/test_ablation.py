@@ -41,3 +41,15 @@ def test_report_has_mean_std_per_seed_and_the_paper_column(tmp_path: Path) -> No
     assert "| CoT SFT | 65.0 +- 7.1 | 60.0, 70.0 | 1.0 | 17.80 |" in lines
     assert "| TriMPI w/ PoRo-GRPO | 72.0 +- 1.4 | 71.0, 73.0 | - | 65.85 |" in lines
     assert plot(results, tmp_path / "ablation.png").stat().st_size > 1000
+
+
+def test_the_paper_orderings_are_judged_against_the_spread() -> None:
+    from mpi_ray.ablation import ordering_lines
+
+    accuracy = {"base": {0: 25.0, 1: 25.0}, "cot_sft": {0: 60.0, 1: 70.0}, "cpt_cot_sft": {0: 58.0, 1: 66.0},
+                "grpo": {0: 72.0, 1: 72.0}, "poro_grpo": {0: 71.0, 1: 71.0}}
+    lines = ordering_lines(summarize(accuracy, {}, [0, 1], 1.0))
+    assert "- MPI beats the policy in context: In-Context (no MPI) 25.0 vs CoT SFT 65.0 (+40.0 points): **holds**" in lines
+    assert any(line.startswith("- VM-CPT helps SFT") and "not separated" in line for line in lines)  # -3 within std 7
+    assert any(line.startswith("- PoRo beats plain GRPO") and line.endswith("**reversed**") for line in lines)
+    assert not any("DAPO" in line for line in lines)  # rows not run are left out
