@@ -4,10 +4,12 @@ store, and eval's swap from a checkpoint folder) that the next samples and log-p
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from mpi_ray.config.schema import RolloutConfig
 
@@ -17,19 +19,16 @@ SEQUENCE = "<|im_start|>user\nAccording to Policy: L4-Simuna, which case?<|im_en
 PROMPT = {"prompt": SEQUENCE, "images": []}
 
 
-def _png(color: tuple[int, int, int]) -> bytes:
-    import io
-
-    from PIL import Image
-
+def _png(color: tuple[int, int, int], side: int = 112) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (112, 112), color).save(buffer, format="PNG")
+    Image.new("RGB", (side, side), color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 # 112 x 112 pixels: 8 x 8 patches of 14, merged 2 x 2 -> 16 visual tokens in place of the one <|image_pad|>
 IMAGE_PROMPT = {"prompt": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which case?<|im_end|>\n"
                           "<|im_start|>assistant\n", "images": [_png((200, 30, 30))]}
+BOUNDS = {"min_pixels": 3136, "max_pixels": 50176}  # configs/default.yaml's model.min_pixels / max_pixels
 
 
 def _hf_logprobs(model: torch.nn.Module, ids: list[int]) -> list[float]:
@@ -44,7 +43,8 @@ def engine(ray_local, tiny_model_dir: Path):
     from mpi_ray.rollout.engine import RolloutActor
 
     cfg = RolloutConfig(max_prompt_len=512, max_response_len=64, max_num_seqs=16)
-    actor = RolloutActor.options(num_cpus=1).remote(str(tiny_model_dir), cfg, 0)
+    # the default config's pixel bounds (the tiny processor's own stop at 112 x 112)
+    actor = RolloutActor.options(num_cpus=1).remote(str(tiny_model_dir), cfg, 0, 32, "float32", BOUNDS)
     yield actor
     ray_local.kill(actor)
 
@@ -59,6 +59,13 @@ def test_engine_logprobs_match_the_learner_and_samples_carry_logprobs(ray_local,
     assert result["version"] == 0 and [len(samples) for samples in result["samples"]] == [3, 3]
     image_prompt_ids = load_processor(tiny_model_dir).tokenizer(IMAGE_PROMPT["prompt"])["input_ids"]
     assert result["prompt_tokens"] == [len(ids), len(image_prompt_ids) - 1 + 16]  # the image reached the model
+    # a 224 x 224 image: 64 visual tokens within the configured bounds, as the learner's processor makes
+    # (the tiny processor's own bound, 112 x 112, would give 16: the sampler and learner would differ)
+    large = {**IMAGE_PROMPT, "images": [_png((30, 200, 30), 224)]}
+    learner = load_processor(tiny_model_dir, **BOUNDS)
+    expected = learner(text=[large["prompt"]], images=[Image.open(io.BytesIO(large["images"][0]))], return_tensors="np")
+    assert ray_local.get(engine.generate.remote([large], n=1, max_tokens=2))["prompt_tokens"] == \
+        [len(expected["input_ids"][0])] == [len(image_prompt_ids) - 1 + 64]
     for sample in result["samples"][0] + result["samples"][1]:
         assert 1 <= len(sample["logprobs"]) == len(sample["token_ids"]) <= 8
         assert all(logprob <= 0 for logprob in sample["logprobs"])

@@ -26,6 +26,7 @@ import pyarrow as pa
 import ray
 
 from mpi_ray.config.schema import PipelineConfig, RolloutConfig
+from mpi_ray.model.loading import image_bounds
 from mpi_ray.rollout.engine import RolloutEngine
 
 BATCH = 32  # requests an engine answers in one vLLM call
@@ -41,10 +42,11 @@ ANSWER_SCHEMA = pa.schema([
 class EnginePredictor:
     """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests."""
 
-    def __init__(self, checkpoints: list[str], rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int):
+    def __init__(self, checkpoints: list[str], rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int,
+                 pixel_bounds: dict[str, int] | None = None):
         config = RolloutConfig.model_validate(rollout)
         self.checkpoints, self.loaded = checkpoints, 0
-        self.engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype)
+        self.engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype, pixel_bounds)
         self.repeats, self.max_tokens = repeats, config.max_response_len
         self.ready_at = time.time()  # the pass's start-up ends here (the report's time split)
 
@@ -149,7 +151,8 @@ def _one_pass(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[s
         EnginePredictor,
         fn_constructor_kwargs={"checkpoints": checkpoints, "rollout": rollout.model_dump(mode="json"), "seed": cfg.run.seed,
                                "max_images": max_images, "dtype": "bfloat16" if res.use_gpu else "float32",
-                               "repeats": cfg.eval.efficiency_repeats},
+                               "repeats": cfg.eval.efficiency_repeats,
+                               "pixel_bounds": image_bounds(cfg.model.min_pixels, cfg.model.max_pixels)},
         batch_size=BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.eval.engines),
         num_cpus=res.cpus_per_engine, num_gpus=res.gpus_per_engine if res.use_gpu else 0, resources=dict(res.engine_resources),
     )

@@ -78,7 +78,7 @@ def plan_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites:
     rows = suite_rows(data_dir, suites, cfg.eval.max_samples, cfg.eval.general_jsonl)
     max_prompt_tokens = model_context(checkpoint) - cfg.eval.max_response_len
     requests, skipped = build_requests(checkpoint, rows, cfg.eval.efficiency_samples if "efficiency" in suites else None,
-                                       max_prompt_tokens)
+                                       max_prompt_tokens, cfg.model.min_pixels, cfg.model.max_pixels)
     if skipped:
         print(f"[eval] {name}: skipped {len(skipped)} request(s) that cannot be served, e.g. "
               f"{next(iter(skipped))}: {next(iter(skipped.values()))}", flush=True)

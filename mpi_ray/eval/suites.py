@@ -81,8 +81,8 @@ class PromptBuilder:
     cannot be served (too long, an image the processor refuses) raises BadSample, so its sample is
     skipped and counted instead of failing the engine's whole batch."""
 
-    def __init__(self, model_path: str, max_tokens: int):
-        self.encoder = Encoder(model_path, max_seq_len=max_tokens)
+    def __init__(self, model_path: str, max_tokens: int, min_pixels: int | None = None, max_pixels: int | None = None):
+        self.encoder = Encoder(model_path, min_pixels, max_pixels, max_seq_len=max_tokens)
 
     def __call__(self, sample: dict[str, Any], with_policy: bool) -> tuple[str, list[bytes], int]:
         """(chat text, PNG images in placeholder order, exact prompt tokens)."""
@@ -98,11 +98,12 @@ def model_context(model_path: str) -> int:
 
 
 def build_requests(model_path: str, rows: dict[str, list[dict[str, Any]]], efficiency_samples: int | None,
-                   max_prompt_tokens: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+                   max_prompt_tokens: int, min_pixels: int | None = None,
+                   max_pixels: int | None = None) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Generation requests for every suite's rows, plus prefill requests for the efficiency suite
     (the first `efficiency_samples` usable test rows; None: no efficiency suite), and the skipped
     request ids with their reasons. Skipped rows are removed from `rows`."""
-    build = PromptBuilder(model_path, max_prompt_tokens)
+    build = PromptBuilder(model_path, max_prompt_tokens, min_pixels, max_pixels)  # the engines' bounds
     requests, skipped = [], {}
     for suite, samples in rows.items():
         with_policy = GENERATION_SUITES[suite][1]

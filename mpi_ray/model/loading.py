@@ -54,6 +54,13 @@ def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_
                                          size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
 
 
+def image_bounds(min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+    """model.min_pixels / max_pixels as vLLM's mm_processor_kwargs, for every engine (rollout, eval,
+    serve), so vLLM sees the same pixels, hence the same visual tokens, as the learner's processor
+    (`load_processor` with the same bounds). Empty: the checkpoint's own processor bounds."""
+    return {key: value for key, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if value is not None}
+
+
 def visual_tokens(name_or_path: str | Path) -> VisualTokens:
     config = AutoConfig.from_pretrained(str(name_or_path), **_source_kwargs(name_or_path))
     return VisualTokens(

@@ -38,7 +38,8 @@ def _engine_input(prompt: dict[str, Any]) -> dict[str, Any]:
 
 
 class RolloutEngine:
-    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, max_images: int = 32, dtype: str = "float32"):
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, max_images: int = 32, dtype: str = "float32",
+                 pixel_bounds: dict[str, int] | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         if cfg.engine_core_in_process:  # read when vllm is imported
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -58,6 +59,7 @@ class RolloutEngine:
             max_model_len=cfg.max_prompt_len + cfg.max_response_len,
             max_num_seqs=cfg.max_num_seqs,
             limit_mm_per_prompt={"image": max_images, "video": 0},
+            mm_processor_kwargs=pixel_bounds or None,  # loading.image_bounds(model.min_pixels, model.max_pixels)
             worker_extension_cls="mpi_ray.rollout.worker_ext.WeightSyncExtension",
             # Behaviour log-probs after temperature (and the visual-token bias): what the learner
             # computes as logits / temperature, so importance weights compare like with like.

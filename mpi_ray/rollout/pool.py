@@ -26,8 +26,8 @@ from mpi_ray.rollout.weight_sync import verify
 
 class RolloutPool:
     def __init__(self, model_path: str, rollout: RolloutConfig, resources: ResourcesConfig, seed: int,
-                 max_images: int, name_prefix: str = "mpi-ray-rollout"):
-        self.model_path, self.rollout, self.resources = model_path, rollout, resources
+                 max_images: int, name_prefix: str = "mpi-ray-rollout", pixel_bounds: dict[str, int] | None = None):
+        self.model_path, self.rollout, self.resources, self.pixel_bounds = model_path, rollout, resources, pixel_bounds
         self.seed, self.max_images, self.name_prefix = seed, max_images, name_prefix
         self.version = 0
         self.weights: list[Any] | None = None  # [ObjectRef] of the weights of `version` (None: the start weights)
@@ -52,7 +52,7 @@ class RolloutPool:
         elif res.use_gpu:
             options["num_gpus"] = res.gpus_per_engine
         engine = RolloutActor.options(**options).remote(self.model_path, rollout, self.seed + index, self.max_images,
-                                                       "bfloat16" if res.use_gpu else "float32")
+                                                       "bfloat16" if res.use_gpu else "float32", self.pixel_bounds)
         if self.weights is not None:
             engine.load_weights.remote(self.weights[0], self.version)  # queued before any generate
         return engine

@@ -18,6 +18,7 @@ from typing import Any
 import ray
 
 from mpi_ray.config.schema import PipelineConfig
+from mpi_ray.model.loading import image_bounds
 from mpi_ray.rewards.tasks import score_in_tasks
 from mpi_ray.rl.batch import POLICY_AWARE, POLICY_FREE, Rollout, RolloutGroup, group_by_prompt, make_rollout
 from mpi_ray.rl.dynamic_sampling import DynamicSampler, SamplingExhausted
@@ -105,7 +106,8 @@ class RolloutProducer:
         """Produce every step, then tell the buffer why it stopped. Returns a summary."""
         try:
             self.pool = RolloutPool(self.job.model_path, self.rollout, self.cfg.resources, self.cfg.run.seed,
-                                    self.job.max_images)
+                                    self.job.max_images,
+                                    pixel_bounds=image_bounds(self.cfg.model.min_pixels, self.cfg.model.max_pixels))
             first_step, prompts_drawn = ray.get(self.buffer.wait_for_begin.remote())
             source = PromptSource(self.job.prompts, self.cfg.run.seed)
             source.skip(prompts_drawn)

@@ -16,6 +16,7 @@ from ray.serve.llm import LLMConfig, build_openai_app
 
 from mpi_ray.config.loader import load_config
 from mpi_ray.config.schema import PipelineConfig
+from mpi_ray.model.loading import image_bounds
 from mpi_ray.serve.ingress import CheckedIngress
 
 
@@ -25,7 +26,7 @@ def llm_config(checkpoint: str, cfg: PipelineConfig) -> LLMConfig:
         "max_model_len": serve.max_model_len,
         "enforce_eager": cfg.rollout.enforce_eager,
         "limit_mm_per_prompt": {"image": serve.max_images, "video": 0},
-        "mm_processor_kwargs": {"min_pixels": model.min_pixels, "max_pixels": model.max_pixels},
+        "mm_processor_kwargs": image_bounds(model.min_pixels, model.max_pixels),
         "dtype": "bfloat16" if serve.use_gpu else "float32",
         "tensor_parallel_size": cfg.rollout.tensor_parallel if serve.use_gpu else 1,
         # Defence in depth behind the ingress's data-URL rule: vLLM refuses http(s) media from any host
