@@ -91,6 +91,21 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
+def _post_chunked(url: str, chunks: list[bytes]) -> int:
+    """POST with Transfer-Encoding: chunked (no Content-Length); the status."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+    try:
+        connection.request("POST", parts.path, body=iter(chunks), headers={"Content-Type": "application/json"},
+                           encode_chunked=True)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def _chat(image_url: str | None, max_tokens: int = 8, text: str = "How many objects are there?") -> dict:
     content: list[dict] = [{"type": "text", "text": text}]
     if image_url is not None:
@@ -107,6 +122,7 @@ def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Pat
     server = subprocess.Popen(
         [sys.executable, "jobs/serve.py", "--checkpoint", str(tiny_model_dir), "--port", str(port),
          "serve.max_model_len=1024", "serve.max_image_pixels=65536", "serve.max_image_bytes=200000",
+         "serve.max_body_bytes=300000",
          "resources.cluster_cpus=6"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -137,6 +153,12 @@ def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Pat
             assert status == expected, f"{why}: HTTP {status}"
             status, body = _post(f"{url}/v1/chat/completions", good)  # and the next good request is served
             assert status == 200, f"after {why}: HTTP {status}"
+
+        # a chunked body (no Content-Length) over serve.max_body_bytes: 413 while it arrives
+        head = b'{"model": "mpi-ray-policy-free", "messages": [{"role": "user", "content": "'
+        assert _post_chunked(f"{url}/v1/chat/completions", [head] + [b"a" * 65536] * 7 + [b'"}]}']) == 413
+        status, _ = _post(f"{url}/v1/chat/completions", good)
+        assert status == 200
 
         # SSRF: no content-part shape on any route makes the server fetch a URL (a loopback listener counts)
         with _Listener() as listener:

@@ -270,7 +270,7 @@ class ServeConfig(Section):
     max_images: int = Field(4, ge=1)  # per request
     max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # an image part larger than this gets 400
     max_image_pixels: int = Field(4096 * 4096, ge=64)  # width x height; larger gets 400
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # a request body declared larger gets 413
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # a request body larger gets 413 (declared or chunked)
 
 
 class DrillConfig(Section):

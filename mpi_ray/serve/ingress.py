@@ -1,10 +1,11 @@
 """The OpenAI-compatible ingress of the policy-free model: Ray Serve LLM's own, plus up-front checks of
 the media every request carries (mpi_ray/serve/images.py), on every route that reaches vLLM.
 
-A request must never make a replica fetch a URL, take it down or stall it: the body's size, its
-image count and every image are checked before anything reaches vLLM, whatever the content part's
-shape; audio transcription is not served. Malformed JSON and schema violations are answered 4xx by
-FastAPI; prompts past the context length by vLLM.
+A request must never make a replica fetch a URL, take it down or stall it: the body's size (counted
+while it arrives, chunked or not: body_limit.py), its image count and every image are checked before
+anything reaches vLLM, whatever the content part's shape; audio transcription is not served.
+Malformed JSON and schema violations are answered 4xx by FastAPI; prompts past the context length by
+vLLM.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ray.llm._internal.serve.core.ingress.ingress import (ChatCompletionRequest,
                                                           OpenAiIngress, ScoreRequest, TokenizeCompletionRequest,
                                                           TranscriptionRequest)
 
+from mpi_ray.serve.body_limit import BodyLimit
 from mpi_ray.serve.images import ImageRejected, check_image_url, media_urls
 
 
@@ -30,10 +32,12 @@ class CheckedIngress(OpenAiIngress):
         self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
         self.max_images, self.max_body_bytes = max_images, max_body_bytes
 
+    def _set_asgi_app(self, app: Any) -> None:
+        """Ray Serve installs the FastAPI app here after __init__: wrap it so every body is bounded while
+        it arrives, declared or chunked (Serve's ASGIAppReplicaWrapper hook, next in the MRO)."""
+        super()._set_asgi_app(BodyLimit(app, self.max_body_bytes))  # type: ignore[misc]
+
     async def _check(self, request: Request) -> None:
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > self.max_body_bytes:
-            raise HTTPException(status_code=413, detail=f"request body over {self.max_body_bytes} bytes")
         try:
             for url in media_urls(await request.json(), self.max_images):
                 check_image_url(url, self.max_image_bytes, self.max_image_pixels)
