@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"finished: {', '.join(stages)}; outputs in {run.root}")
     from mpi_ray.timing import write_timing
 
-    print("\n".join(write_timing(run.root)))
+    timing = write_timing(run.root)  # also appended to report.md, whose tables are printed below
+    if "report" not in ctx.outputs:
+        print("\n".join(timing))
     if "report" in ctx.outputs:
         from mpi_ray.eval.report import report_tables
 

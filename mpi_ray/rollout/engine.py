@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,9 @@ class RolloutEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
-        # Every in-place reload warns "<Layer>: Failed to load weights" for RotaryEmbedding,
-        # MRotaryEmbedding and FusedMMInputNorm (their caches are computed, not loaded by name). What
-        # counts is checked instead: after a reload the engine's image probe matches the learner's.
-        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
+        # vLLM hands the processor min_pixels/max_pixels aliases of our bounds itself (qwen2_vl.py), which
+        # transformers 5 calls deprecated on every engine start; the bounds are what we mean to pass.
+        warnings.filterwarnings("ignore", message="Passing `min_pixels` and `max_pixels`", category=FutureWarning)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -65,6 +65,11 @@ class RolloutEngine:
             # computes as logits / temperature, so importance weights compare like with like.
             logprobs_mode="processed_logprobs",
         )
+        # Every in-place reload warns "<Layer>: Failed to load weights" for RotaryEmbedding,
+        # MRotaryEmbedding and FusedMMInputNorm (their caches are computed, not loaded by name). What
+        # counts is checked instead: after a reload the engine's image probe matches the learner's.
+        # Set after LLM(): starting the engine re-applies vLLM's logging config, which resets it.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.cfg = cfg
         self.version = 0
         # A sampled <|image_pad|> / <|video_pad|> would be one more image token than there are image
