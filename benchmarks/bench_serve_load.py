@@ -69,17 +69,16 @@ def client(url: str, model_id: str, index: int, deadline: float, max_tokens: int
         sent += 1
 
 
-def replicas() -> int:
+def replicas() -> str:
+    """The model deployment's replicas by state, e.g. "RUNNING 1, STARTING 1"."""
     from ray import serve
 
     try:
         app = serve.status().applications.get(APP_NAME)
-        if app is None:
-            return 0
-        return sum(state.replica_states.get("RUNNING", 0) for name, state in app.deployments.items() if "LLM" in name
-                   or "Server" in name)
-    except Exception:  # noqa: BLE001 - status is best effort while Serve scales
-        return -1
+        states = [state.replica_states for name, state in (app.deployments.items() if app else []) if "LLMServer" in name]
+        return ", ".join(f"{key} {value}" for key, value in sorted(states[0].items())) if states else "none"
+    except Exception as error:  # noqa: BLE001 - status is best effort while Serve scales
+        return f"status failed: {type(error).__name__}"
 
 
 def main() -> int:
@@ -118,7 +117,7 @@ def main() -> int:
                    for i in range(args.clients)]
         for thread in threads:
             thread.start()
-        timeline = []
+        timeline: list[tuple[float, str]] = []
         while any(thread.is_alive() for thread in threads):
             timeline.append((time.monotonic() - begin, replicas()))
             time.sleep(2)
@@ -133,7 +132,7 @@ def main() -> int:
         print(f"requests {len(results)}, errors {errors}, {len(latencies) / elapsed:.1f} answered/s over {elapsed:.0f}s")
         print(f"latency p50 {p(0.50):.2f}s, p99 {p(0.99):.2f}s, mean {statistics.mean(latencies) if latencies else float('nan'):.2f}s")
         changes = [(round(t), n) for i, (t, n) in enumerate(timeline) if i == 0 or n != timeline[i - 1][1]]
-        print("replicas (s since load began, running replicas): " + ", ".join(f"{t}s: {n}" for t, n in changes))
+        print("model replicas (s since the load began: replicas by state): " + "; ".join(f"{t}s: {n}" for t, n in changes))
         return 0
     finally:
         server.send_signal(signal.SIGTERM)
