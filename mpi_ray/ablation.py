@@ -11,8 +11,9 @@ prefix share its checkpoints (one VM-CPT feeds four RL rows):
         '-- sft target=cot                             VM-CPT + CoT SFT
             |-- rl grpo / poro-grpo / dapo / poro-dapo TriMPI w/ GRPO, PoRo-GRPO, DAPO, PoRo-DAPO
 
-The base node (model and data) is shared by every seed; a seed is `run.seed` (data order, sampling,
-initial noise), so all seeds answer the same task and the spread is the method's, not the task's.
+The base node (model and data) is shared by every seed; a seed is `run.seed` (which rows each learner
+rank gets, RL sampling), so all seeds answer the same task. With one learner the SFT data order is the
+same for every seed (train/plan.py reads a rank's rows in shard order): seeds then differ in RL only.
 A node's run directory starts with copies of its parent's stage markers, so the pipeline (the same
 `run_stages` as jobs/trimpi.py) skips what the parent did and reads the parent's outputs.
 
