@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 # Ray swaps 127.0.0.1 for the machine's routable address while its multi-node mode is on; a local
 # run (no RAY_ADDRESS) turns it off so every Ray server listens on loopback only. Read at import.
@@ -12,6 +13,7 @@ if not os.environ.get("RAY_ADDRESS"):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import ray  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from mpi_ray.config.schema import PipelineConfig  # noqa: E402
 
@@ -20,6 +22,17 @@ from mpi_ray.config.schema import PipelineConfig  # noqa: E402
 # lines (hundreds per engine start) bury the progress lines unless a user asks for them.
 QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1",
              "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+# Deprecation warnings that other libraries raise in our workers and no call of ours avoids. Set at
+# interpreter start (PYTHONWARNINGS): a filter set later is undone when a `catch_warnings` block in
+# another thread (Ray Data's, vLLM's) exits, which is how the eval workers kept printing them.
+UNAVOIDABLE_WARNINGS = (
+    # vLLM adds min_pixels/max_pixels aliases to the `size` bounds we give it (qwen2_vl.py), and
+    # transformers 5 calls those deprecated: once per engine start
+    "ignore:Passing `min_pixels` and `max_pixels`:FutureWarning",
+    "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning",  # vLLM's triton dispatcher, at import
+    "ignore:`ExecutionOptions.exclude_resources` is deprecated",  # Ray Train's DatasetManager, every stream
+)
+QUIET_ENV["PYTHONWARNINGS"] = ",".join(UNAVOIDABLE_WARNINGS)
 # Ray Train's placement-group cleaner asks the State API, which a local cluster without the dashboard
 # lacks, and warns every second; a local cluster dies with the driver, so nothing is left to clean.
 PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
@@ -28,6 +41,13 @@ PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group
 def quiet_local_worker() -> None:
     """worker_process_setup_hook of the local cluster."""
     logging.getLogger(PG_CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
+def on_driver_node() -> dict[str, Any]:
+    """Actor options for a job's bookkeeping actors (the skipped-sample counter, the rollout buffer and
+    producer): on the driver's node, so losing a worker node does not take the job's state with it (the
+    fault drills lost a finished RL stage that way); the driver's own node going down ends the job anyway."""
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
 
 
 def connect(cfg: PipelineConfig) -> str:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from two_node_cluster import REPO, TwoNodeCluster, free_port, start_cluster  # noqa: F401 - REPO, free_port: for tests
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -30,8 +27,6 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep local Ra
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -39,13 +34,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mpi_ray.model.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny") / "xs", size="xs", seed=0)
-
-
-@dataclass
-class SessionCluster:
-    address: str  # GCS address: ray.init(address=...) and RAY_ADDRESS of subprocess jobs
-    dashboard: str  # job server: ray job submit --address
-    log: Path
 
 
 # The head alone offers `learner_node`, the second node alone `rollout_node`: a job that asks learners
@@ -56,44 +44,20 @@ NODE = {"cpus": 4, "resources": '{"rollout_node": 4}'}
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionCluster]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodeCluster]:
     """Two Ray nodes on 127.0.0.1 for the whole session; RAY_ADDRESS points every job at it."""
-    gcs_port = free_port()
-    dashboard_port = free_port(above=gcs_port)
-    agent_port = free_port(above=dashboard_port)
     log = tmp_path_factory.mktemp("ray_cluster") / "cluster.log"
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    harness = subprocess.Popen(
-        [sys.executable, "tests/two_node_cluster.py", "--port", str(gcs_port), "--dashboard-port", str(dashboard_port),
-         "--agent-port", str(agent_port), "--head-cpus", str(HEAD["cpus"]), "--head-resources", HEAD["resources"],
-         "--node-cpus", str(NODE["cpus"]), "--node-resources", NODE["resources"]],
-        cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    cluster = start_cluster(log, HEAD["cpus"], HEAD["resources"], NODE["cpus"], NODE["resources"])
     try:
-        address = _wait_ready(harness, log)
-        os.environ["RAY_ADDRESS"] = address
-        yield SessionCluster(address, f"http://127.0.0.1:{dashboard_port}", log)
+        os.environ["RAY_ADDRESS"] = cluster.address
+        yield cluster
     finally:
         os.environ.pop("RAY_ADDRESS", None)
-        harness.stdin.close()  # the harness shuts both nodes down
-        try:
-            harness.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            harness.kill()
-
-
-def _wait_ready(harness: subprocess.Popen, log: Path, timeout_s: float = 300) -> str:
-    """The GCS address the harness prints once both nodes are up."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and harness.poll() is None:
-        ready = [line for line in log.read_text().splitlines() if line.startswith("READY ")]
-        if ready:
-            return ready[0].split()[1]
-        time.sleep(0.5)
-    raise AssertionError(f"the two-node Ray cluster did not start:\n{log.read_text()[-4000:]}")
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
-def ray_local(ray_cluster: SessionCluster):
+def ray_local(ray_cluster: TwoNodeCluster):
     """This pytest process as a driver of the session cluster."""
     import ray
 
@@ -113,16 +77,3 @@ def small_clevr(out: Path, *, variant: str, train_per_policy: int, test: int, ge
             "--cot-fraction", str(cot_fraction), "--image-size", "112", "--seed", str(seed)]
     assert main(argv) == 0
     return out
-
-
-def free_port(above: int = 0) -> int:
-    """A free port below the kernel's ephemeral range, where Ray picks its own ports at random: a port
-    the OS hands out could be taken by a Ray process before the server binds it."""
-    for port in range(max(above + 1, 28000 + os.getpid() % 1000), 30000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 28000-29999")

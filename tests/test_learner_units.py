@@ -78,3 +78,25 @@ def test_lora_merge_gives_the_adapter_models_logits(tiny_model_dir: Path) -> Non
         merged_logits = plain(input_ids=ids).logits
     assert not any("lora_" in n for n, _ in plain.named_parameters())
     assert torch.allclose(adapter_logits, merged_logits, atol=1e-4)
+
+
+def test_restore_picks_the_newest_checkpoint_every_rank_finished_uploading(tmp_path: Path) -> None:
+    """A checkpoint Ray Train had not registered yet when the driver died is still used once every rank
+    marked its upload done; one a rank never finished is passed over for an older complete one."""
+    from mpi_ray.train.checkpoint import UPLOADED, newest_uploaded
+
+    def folder(step: int, ranks: list[int]) -> Path:
+        path = tmp_path / f"checkpoint_{step:09d}"
+        path.mkdir()
+        for rank in ranks:
+            (path / UPLOADED.format(rank=rank)).touch()
+        return path
+
+    assert newest_uploaded(tmp_path, world=2) is None  # a fresh run: Ray Train's own pick (none)
+    four = folder(4, [0, 1])
+    folder(12, [0])  # rank 1 died before its upload returned
+    assert newest_uploaded(tmp_path, world=2) == four
+    eight = folder(8, [1, 0])
+    assert newest_uploaded(tmp_path, world=2) == eight  # numeric order, not creation order
+    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
+    assert newest_uploaded(tmp_path, world=1) == tmp_path / "checkpoint_000000012"

@@ -144,6 +144,11 @@ def test_rl_resumes_after_the_driver_dies_and_logs_each_step_once(pipeline_run: 
     assert "[rl] resumed at step " in pipeline_run.submitted.stdout
     assert [row["step"] for row in pipeline_run.metrics("rl")] == list(range(1, RL_STEPS + 1))
     assert pipeline_run.marker("rl")["rl_steps"] == RL_STEPS
+    # The data-order log: each step's prompts once, no prompt drawn twice in the epoch across the restart
+    order = [json.loads(line) for line in (pipeline_run.dir / "rl" / "data_order.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in order] == list(range(1, RL_STEPS + 1))
+    drawn = [sample_id for row in order for sample_id in row["ids"]]
+    assert all(len(row["ids"]) == 2 for row in order) and len(set(drawn)) == len(drawn)
 
 
 def test_rl_survives_a_dead_engine_with_bounded_staleness_and_verified_syncs(pipeline_run: PipelineRun) -> None:

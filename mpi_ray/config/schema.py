@@ -278,6 +278,8 @@ class DrillConfig(Section):
     benchmarks can watch the job survive it."""
 
     kill_engine_at_rl_step: int | None = Field(None, ge=1)  # rollout engine 0 dies while sampling this RL step (1-based)
+    # The last CPT learner rank dies once, in the micro-step after this one (after its checkpoint, if one falls here)
+    kill_cpt_learner_after_step: int | None = Field(None, ge=1)
 
 
 class RunConfig(Section):

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,6 @@ class RolloutEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
-        # vLLM hands the processor min_pixels/max_pixels aliases of our bounds itself (qwen2_vl.py), which
-        # transformers 5 calls deprecated on every engine start; the bounds are what we mean to pass.
-        warnings.filterwarnings("ignore", message="Passing `min_pixels` and `max_pixels`", category=FutureWarning)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -70,6 +66,9 @@ class RolloutEngine:
         # counts is checked instead: after a reload the engine's image probe matches the learner's.
         # Set after LLM(): starting the engine re-applies vLLM's logging config, which resets it.
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
+        # With the engine core in this process, vLLM's CPU worker swaps torch.set_num_threads for a stub
+        # that warns, and vLLM's own multimodal processing calls it twice per request: thousands of lines.
+        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         self.cfg = cfg
         self.version = 0
         # A sampled <|image_pad|> / <|video_pad|> would be one more image token than there are image

@@ -160,6 +160,7 @@ class RolloutProducer:
             "reward_s": sum(r.reward_s for r in rounds),
             "rollout_tokens_per_s": sum(r.tokens for r in rounds) / max(generate_s, 1e-9),
             "engine_restarts": self.pool.restarts,
+            "drawn_ids": [pid.rsplit("@", 1)[0] for pid in prompts],  # the data-order log (rl/data_order.jsonl)
         }
         batch = BufferedBatch(
             step=step, weight_version=version,

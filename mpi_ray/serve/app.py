@@ -14,6 +14,7 @@ from typing import Any
 
 from ray.serve.llm import LLMConfig, build_openai_app
 
+from mpi_ray.cluster import QUIET_ENV
 from mpi_ray.config.loader import load_config
 from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.model.loading import image_bounds
@@ -44,7 +45,8 @@ def llm_config(checkpoint: str, cfg: PipelineConfig) -> LLMConfig:
                                    "target_ongoing_requests": serve.target_ongoing_requests},
             "max_ongoing_requests": 4 * serve.target_ongoing_requests,
         },
-        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib), "HF_HUB_OFFLINE": "1"}},
+        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib), "HF_HUB_OFFLINE": "1",
+                                  "PYTHONWARNINGS": QUIET_ENV["PYTHONWARNINGS"]}},
     )
 
 

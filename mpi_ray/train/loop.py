@@ -89,7 +89,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     pad_id = load_processor(job.model_path).tokenizer.pad_token_id
     image_token_id = visual_tokens(job.model_path).image
 
-    position = checkpoint.restore(strategy, rank)
+    position = checkpoint.restore(strategy, rank, world, checkpoint.storage_dir(job.out_dir, job.stage))
     micro_step = position["micro_step"] if position else 0
     if position:
         print(f"[{job.stage}] rank {rank} resumed at micro-step {micro_step}", flush=True)
@@ -159,7 +159,8 @@ def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: i
         # Metrics go to the JSONL file; Ray Train gets a report only with a checkpoint, because its
         # controller takes one report per worker per poll and a lagging queue loses checkpoints on a crash.
         return
-    checkpoint.save(strategy, rank, {"micro_step": micro_step, "epoch": epoch}, metrics)
+    checkpoint.save(strategy, rank, micro_step, {"micro_step": micro_step, "epoch": epoch}, metrics,
+                    checkpoint.storage_dir(job.out_dir, job.stage))
 
 
 def export_hf(out_dir: str, processor_from: str, strategy: Any, rank: int) -> None:

@@ -108,12 +108,15 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
     strategy = make_strategy(model, cfg.learner, rl.optim, factor, grad_accum, rl.micro_batch_per_worker)
     encoder = SequenceEncoder(job.model_path, cfg.model.min_pixels, cfg.model.max_pixels)
 
-    position = checkpoint.restore(strategy, rank)
+    storage = checkpoint.storage_dir(job.out_dir, "rl")
+    position = checkpoint.restore(strategy, rank, world, storage)
     first_step, prompts_drawn = (position["step"], position["prompts_drawn"]) if position else (0, 0)
     if position:
         weight_sync.publish(strategy, job.buffer, encoder, first_step, rank)  # the engines start from the checkpoint
-    metrics_log = open_metrics_log(Path(job.out_dir) / "metrics.jsonl", "step", first_step if position else None) \
-        if rank == 0 else None
+    resumed_at = first_step if position else None
+    metrics_log = open_metrics_log(Path(job.out_dir) / "metrics.jsonl", "step", resumed_at) if rank == 0 else None
+    # The prompts each step drew, in order; a resumed run keeps the rows up to its checkpoint, as metrics do.
+    order_log = open_metrics_log(Path(job.out_dir) / "data_order.jsonl", "step", resumed_at) if rank == 0 else None
     if rank == 0:
         if position:
             print(f"[rl] resumed at step {first_step} of {job.total_steps} ({prompts_drawn} prompts drawn)", flush=True)
@@ -138,11 +141,15 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         publish_s = weight_sync.publish(strategy, job.buffer, encoder, step + 1, rank)
         step_s = time.perf_counter() - step_start
         tokens = _all_reduce_sum([learner.pop("tokens")])[0]
+        drawn_ids = entry.stats.pop("drawn_ids")
         prompts_drawn += entry.stats["prompts_drawn"]
         if (step + 1) % rl.checkpoint_every == 0 and step + 1 < job.total_steps:
-            checkpoint.save(strategy, rank, {"step": step + 1, "prompts_drawn": prompts_drawn}, {"step": step + 1})
+            checkpoint.save(strategy, rank, step + 1, {"step": step + 1, "prompts_drawn": prompts_drawn}, {"step": step + 1},
+                            storage)
         if metrics_log is None:
             continue
+        order_log.write(json.dumps({"step": step + 1, "ids": drawn_ids}) + "\n")
+        order_log.flush()
         row = {"step": step + 1, "time": time.time(), **entry.stats, **learner, "staleness": staleness, "lr": strategy.lr,
                "learner_tokens_per_s": tokens / max(step_s, 1e-9), "publish_s": publish_s, "step_s": step_s,
                "wait_for_rollouts_s": waited}
@@ -152,6 +159,7 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         print(_progress(step + 1, job.total_steps, row, eta), flush=True)
     if metrics_log:
         metrics_log.close()
+        order_log.close()
     export_hf(job.out_dir, job.model_path, strategy, rank)
 
 

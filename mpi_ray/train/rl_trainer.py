@@ -16,6 +16,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
+from mpi_ray.cluster import on_driver_node
 from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.data.shards import read_shard, shard_paths
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
@@ -61,7 +62,7 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
     steps = total_steps(cfg, len(ids))
     out_dir.mkdir(parents=True, exist_ok=True)
     deterministic_context()  # the same prompt order on every run: a resumed stage skips exactly the drawn ones
-    errors = SampleErrors.remote()
+    errors = SampleErrors.options(**on_driver_node()).remote()
     spec = StreamSpec(stage="rl", model_path=model_path, min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
                       max_seq_len=cfg.rollout.max_prompt_len, on_bad_sample=cfg.data.on_bad_sample)
     prompts = stage_dataset(data_dir, "train", spec, errors, sample_ids=ids)
@@ -69,9 +70,9 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
           f"{' x 2 groups (PoRo)' if rl.uses_poro else ''}; {cfg.rollout.engines} vLLM engines, {workers} learners "
           f"({cfg.learner.strategy}), max_staleness {cfg.rollout.max_staleness}", flush=True)
 
-    buffer = RolloutBuffer.remote(cfg.rollout.max_staleness, workers)
+    buffer = RolloutBuffer.options(**on_driver_node()).remote(cfg.rollout.max_staleness, workers)
     config_json = cfg.model_dump(mode="json")
-    producer = RolloutProducer.remote(
+    producer = RolloutProducer.options(**on_driver_node()).remote(
         RolloutJob(model_path, config_json, prompts, steps, max_images(data_dir)), buffer)
     produced = producer.run.remote()
     job = RLJob(model_path=model_path, out_dir=str(out_dir), cfg=config_json, total_steps=steps, buffer=buffer,

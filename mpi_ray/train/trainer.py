@@ -9,6 +9,7 @@ import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from mpi_ray.cluster import on_driver_node
 from mpi_ray.config.schema import PipelineConfig, StageConfig
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.train.loop import LearnerJob, learner_loop
@@ -27,6 +28,8 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
                       max_failures: int = 2, fail_at_micro_step: int | None = None) -> dict[str, Any]:
     """Train `stage` ("cpt" or "sft") from `model_path` on `data_dir`; the export lands in out_dir/hf."""
     stage_cfg: StageConfig = getattr(cfg, stage)
+    if fail_at_micro_step is None and stage == "cpt":
+        fail_at_micro_step = cfg.drill.kill_cpt_learner_after_step
     target = getattr(stage_cfg, "target", "cot")
     workers = stage_cfg.workers or cfg.resources.learner_workers
     needs_cot = stage == "cpt" or target == "cot"
@@ -35,7 +38,7 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
     plan = make_plan(ids, workers, stage_cfg.batch_size_per_worker, stage_cfg.epochs, cfg.run.seed, max_micro)
 
     deterministic_context()
-    errors = SampleErrors.remote()
+    errors = SampleErrors.options(**on_driver_node()).remote()
     spec = StreamSpec(stage="cpt" if stage == "cpt" else "sft", model_path=model_path, target=target,
                       min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
                       max_seq_len=stage_cfg.max_seq_len, on_bad_sample=cfg.data.on_bad_sample)
