@@ -54,9 +54,17 @@ def straight_run(ray_local, tmp_path_factory, tiny_model_dir: Path, clevr_cot_di
     return _train(tmp_path_factory.mktemp("straight"), tiny_model_dir, clevr_cot_dir, "ddp")
 
 
-def test_ddp_lowers_the_loss_and_exports_an_hf_folder(straight_run: Path) -> None:
+def test_ddp_lowers_the_loss_and_exports_an_hf_folder(straight_run: Path, clevr_cot_dir: Path) -> None:
     losses = _losses(straight_run)
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.3, losses
+    from mpi_ray.train.plan import eligible_ids, make_plan
+
+    # Each rank trains on its planned rows, not in the stream's shard order but through the seeded buffer
+    plan = make_plan(eligible_ids(str(clevr_cot_dir), "train", needs_cot=True, policy_rows_only=True), 2, 2, 1, 0, 6)
+    for rank in (0, 1):
+        read = [i for step in sorted(_data_order(straight_run, rank)) for i in _data_order(straight_run, rank)[step]]
+        assert set(read) <= set(plan.assignments[0][rank]) and len(set(read)) == len(read) == 12
+        assert read != plan.assignments[0][rank][:12]
     from mpi_ray.model.loading import load
 
     loaded = load(straight_run / "hf")

@@ -121,6 +121,10 @@ class StageConfig(Section):
     optim: OptimConfig = OptimConfig()
     lora: LoraConfig = LoraConfig()
     checkpoint_every: int = Field(50, ge=1)
+    # Each rank reads its rows (in shard order) through a seeded shuffle buffer of this many encoded
+    # rows, so the order within an epoch depends on run.seed and the epoch; 0 reads in shard order.
+    # Memory: this many rows with their pixel patches per rank.
+    shuffle_buffer: int = Field(256, ge=0)
 
 
 class SftConfig(StageConfig):

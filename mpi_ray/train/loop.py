@@ -106,7 +106,10 @@ def learner_loop(config: dict[str, Any]) -> None:
             continue
         skip = micro_step - epoch_start
         shard = ray.train.get_dataset_shard(job.dataset_names[epoch][rank])
-        batches = shard.iter_batches(batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True)
+        # The same seed gives the same order on a restart (the loop skips the steps already done)
+        batches = shard.iter_batches(batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True,
+                                     local_shuffle_buffer_size=stage_cfg.shuffle_buffer or None,
+                                     local_shuffle_seed=job.seed * 10_000 + epoch * 100 + rank)
         iterator = iter(batches)
         for index in range(job.micro_steps_per_epoch):
             if micro_step >= job.total_micro_steps:

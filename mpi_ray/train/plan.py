@@ -1,8 +1,10 @@
 """The data plan of a learner stage: which rows each rank reads in each epoch, and how many steps.
 
 Every epoch is a seeded permutation of the stage's rows dealt round-robin to the ranks, cut to equal
-length (DDP needs every rank to step the same number of times); each rank then reads its rows in
-shard order. Pure and deterministic: the same config gives the same plan on every run and restart.
+length (DDP needs every rank to step the same number of times); each rank's stream then yields its
+rows in shard order, and the learner loop draws them through a seeded shuffle buffer
+(`shuffle_buffer` of the stage). Pure and deterministic: the same config gives the same plan on
+every run and restart.
 """
 
 from __future__ import annotations
