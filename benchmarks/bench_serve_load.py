@@ -32,12 +32,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import mpi_ray.cluster  # noqa: E402,F401  (loopback Ray)
 import ray  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mpi_ray.serve.deploy import APP_NAME  # noqa: E402
+from two_node_cluster import free_port  # noqa: E402
 
 
 def image_url(seed: int) -> str:
@@ -92,7 +94,7 @@ def main() -> int:
     checkpoint = args.checkpoint or str(ROOT / "models" / "tiny-base-xs")
 
     context = ray.init(address="local", num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False)
-    port = 18000 + os.getpid() % 1000
+    port = free_port()
     model_id = "mpi-ray-policy-free"
     log = Path(tempfile.mkdtemp()) / "serve.log"
     server = subprocess.Popen(

@@ -43,7 +43,7 @@ class EnginePredictor:
     """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests."""
 
     def __init__(self, checkpoints: list[str], rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int,
-                 pixel_bounds: dict[str, int] | None = None):
+                 pixel_bounds: dict[str, int]):
         config = RolloutConfig.model_validate(rollout)
         self.checkpoints, self.loaded = checkpoints, 0
         self.engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype, pixel_bounds)

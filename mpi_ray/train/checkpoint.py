@@ -53,8 +53,11 @@ def storage_dir(out_dir: str, stage: str) -> Path:
 def restore(strategy: Any, rank: int, world: int, storage: Path) -> dict[str, Any] | None:
     """Load the newest complete checkpoint of this run into `strategy`; its loop position, or None on a
     fresh start. `storage`: the run's Ray Train folder (<run.dir>/ray_train/<stage>)."""
-    newest = newest_uploaded(storage, world)
-    checkpoint = ray.train.Checkpoint.from_directory(str(newest)) if newest else ray.train.get_checkpoint()
+    registered, newest = ray.train.get_checkpoint(), newest_uploaded(storage, world)
+    if newest and rank == 0 and (registered is None or Path(registered.path).name != newest.name):
+        print(f"[checkpoint] {newest.name} was complete but not yet registered by Ray Train when the run "
+              f"stopped; resuming from it", flush=True)
+    checkpoint = ray.train.Checkpoint.from_directory(str(newest)) if newest else registered
     if not checkpoint:
         return None
     with checkpoint.as_directory() as directory:
