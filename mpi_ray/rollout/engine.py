@@ -45,6 +45,12 @@ class RolloutEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
 
+        # With the engine core in this process, vLLM's CPU worker swaps torch.set_num_threads for a stub
+        # that warns, and vLLM's own multimodal processing calls it twice per request: thousands of
+        # lines. A filter, not a level: vLLM's logging config resets the levels of its loggers in LLM().
+        logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(
+            lambda record: "torch.set_num_threads" not in record.getMessage())
+
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -66,9 +72,6 @@ class RolloutEngine:
         # counts is checked instead: after a reload the engine's image probe matches the learner's.
         # Set after LLM(): starting the engine re-applies vLLM's logging config, which resets it.
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
-        # With the engine core in this process, vLLM's CPU worker swaps torch.set_num_threads for a stub
-        # that warns, and vLLM's own multimodal processing calls it twice per request: thousands of lines.
-        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         self.cfg = cfg
         self.version = 0
         # A sampled <|image_pad|> / <|video_pad|> would be one more image token than there are image
