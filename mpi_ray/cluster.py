@@ -58,7 +58,10 @@ def connect(cfg: PipelineConfig) -> str:
     # is thousands of lines. Our own per-step lines carry the progress there.
     ray.data.DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {**QUIET_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib)}}
+    env_vars = {**QUIET_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib)}
+    if not cfg.resources.use_gpu:  # DeepSpeed warns in every learner when it has to guess the CPU
+        env_vars["DS_ACCELERATOR"] = "cpu"
+    runtime_env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return f"joined Ray cluster at {address}"

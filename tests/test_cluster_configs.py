@@ -249,7 +249,7 @@ def test_rayjob(storage_claims):
     assert runtime_env.get("working_dir"), "the entrypoint's relative paths need a working_dir"
     RuntimeEnv(**runtime_env)  # Ray accepts it
     # jobs/trimpi.py sets these for its workers; Ray refuses a job runtime env that repeats them.
-    driver_keys = set(QUIET_ENV) | {"VLLM_CPU_KVCACHE_SPACE"}
+    driver_keys = set(QUIET_ENV) | {"VLLM_CPU_KVCACHE_SPACE", "DS_ACCELERATOR"}
     assert not driver_keys & set(runtime_env.get("env_vars", {}))
     _image_and_workdir(groups, runtime_env["working_dir"], "rayjob")
 
