@@ -73,12 +73,13 @@ class PipelineRun:
         return [json.loads(line) for line in (self.dir / stage / "metrics.jsonl").read_text().splitlines()]
 
 
-def _registered_checkpoint(run_storage: Path) -> bool:
-    """Ray Train has recorded a checkpoint of this run (not merely started writing one)."""
-    try:
-        return json.loads((run_storage / "checkpoint_manager_snapshot.json").read_text()).get("latest_checkpoint_result") is not None
-    except (OSError, ValueError):
-        return False
+def _has_checkpoint(run_storage: Path) -> bool:
+    """Both learners finished uploading a checkpoint of this run (what a re-run resumes from, registered
+    by Ray Train or not). Polled every 0.5 s, so the kill comes before the next step's checkpoint and
+    the second invocation has RL steps (and weight syncs) left to run."""
+    from mpi_ray.train.checkpoint import newest_uploaded
+
+    return newest_uploaded(run_storage, world=2) is not None
 
 
 def _run_until_checkpoint(args: list[str], log_path: Path, stage_storage: Path, timeout_s: float = 900) -> str:
@@ -87,7 +88,7 @@ def _run_until_checkpoint(args: list[str], log_path: Path, stage_storage: Path, 
         job = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while not _registered_checkpoint(stage_storage) and job.poll() is None and time.monotonic() < deadline:
+        while not _has_checkpoint(stage_storage) and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
         alive = job.poll() is None
         if alive:
