@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from mpi_ray.train.metrics_log import read_data_order  # noqa: E402
 from two_node_cluster import TwoNodeCluster, start_cluster  # noqa: E402
 
 HEAD_CPUS, HEAD_RESOURCES = 5, '{"learner_node": 4}'  # learners ask for learner_node, engines for rollout_node
@@ -182,14 +183,10 @@ def run_drill(drill: Drill, out: Path, data_dir: Path, cluster: TwoNodeCluster) 
 
 def trained_rows(run_dir: Path) -> dict[str, dict[str, list[str]]]:
     """Per stage, step -> the sample ids it trained on; for a step done twice, the last time counts."""
-    cpt: dict[str, list[str]] = {}
-    for path in sorted((run_dir / "cpt").glob("data_order_rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            cpt[f"{path.stem[-1]}:{record['micro_step']}"] = record["ids"]
+    cpt = {f"{path.stem[-1]}:{step}": ids for path in sorted((run_dir / "cpt").glob("data_order_rank*.jsonl"))
+           for step, ids in read_data_order(path, "micro_step").items()}
     rl_log = run_dir / "rl" / "data_order.jsonl"
-    rl = {str(json.loads(line)["step"]): json.loads(line)["ids"] for line in rl_log.read_text().splitlines()} \
-        if rl_log.exists() else {}
+    rl = {str(step): ids for step, ids in read_data_order(rl_log, "step").items()} if rl_log.exists() else {}
     return {"cpt": cpt, "rl": rl}
 
 

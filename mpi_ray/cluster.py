@@ -33,14 +33,29 @@ UNAVOIDABLE_WARNINGS = (
     "ignore:`ExecutionOptions.exclude_resources` is deprecated",  # Ray Train's DatasetManager, every stream
 )
 QUIET_ENV["PYTHONWARNINGS"] = ",".join(UNAVOIDABLE_WARNINGS)
+# vLLM's CPU worker binds its memory to a NUMA node with a C++ op that warns at every engine start,
+# through torch's C++ log, which only this variable, read at process start, turns down: engines only.
+CPU_ENGINE_ENV = {"TORCH_CPP_LOG_LEVEL": "ERROR"}
+# Said once by the driver instead of by each engine (rollout.engine.CPU_START_NOTES drops the notes there).
+CPU_ENGINE_NOTE = ("[vllm] CPU engines run eager, without Triton, a tcmalloc/iomp preload or NUMA choice: "
+                   "expected on CPU, so vLLM's start-up notes about it are not repeated per engine")
 # Ray Train's placement-group cleaner asks the State API, which a local cluster without the dashboard
 # lacks, and warns every second; a local cluster dies with the driver, so nothing is left to clean.
 PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+# Ray Data says "Progress bars disabled" once in every process that runs a stream; we turn them off
+# on purpose when the output is not a terminal (connect), so the note says nothing new.
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
 
 
 def quiet_local_worker() -> None:
     """worker_process_setup_hook of the local cluster."""
     logging.getLogger(PG_CLEANER_LOGGER).setLevel(logging.ERROR)
+    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
+
+
+def engine_actor_options(use_gpu: bool) -> dict[str, Any]:
+    """Actor options every vLLM engine actor (rollout pool, eval pool) gets on top of its resources."""
+    return {} if use_gpu else {"runtime_env": {"env_vars": CPU_ENGINE_ENV}}  # merged into the job's env_vars
 
 
 def on_driver_node() -> dict[str, Any]:
@@ -57,11 +72,14 @@ def connect(cfg: PipelineConfig) -> str:
     # Ray Data redraws its progress bars many times a second; into a log file (ray job submit, CI) that
     # is thousands of lines. Our own per-step lines carry the progress there.
     ray.data.DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
+    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     env_vars = {**QUIET_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib)}
     if not cfg.resources.use_gpu:  # DeepSpeed warns in every learner when it has to guess the CPU
         env_vars["DS_ACCELERATOR"] = "cpu"
     runtime_env = {"env_vars": env_vars}
+    if not cfg.resources.use_gpu and {"rl", "eval"} & set(cfg.run.stages):
+        print(CPU_ENGINE_NOTE, flush=True)
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return f"joined Ray cluster at {address}"
@@ -71,6 +89,9 @@ def connect(cfg: PipelineConfig) -> str:
         num_gpus=cfg.resources.cluster_gpus,
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
+        # Ray expects as many workers starting at once as the machine has cores (2 here) and warns at
+        # every 4x, 5x, ... that many worker processes alive; this cluster declares cluster_cpus on purpose.
+        _system_config={"worker_maximum_startup_concurrency": cfg.resources.cluster_cpus},
         runtime_env={**runtime_env, "worker_process_setup_hook": f"{__name__}.quiet_local_worker"},
         log_to_driver=True,
     )

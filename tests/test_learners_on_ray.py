@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mpi_ray.config import load_config
+from mpi_ray.train.metrics_log import read_data_order
 
 from conftest import REPO, small_clevr
 
@@ -42,11 +43,7 @@ def _losses(out: Path) -> list[float]:
 
 
 def _data_order(out: Path, rank: int) -> dict[int, list[str]]:
-    order: dict[int, list[str]] = {}
-    for line in (out / f"data_order_rank{rank}.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        order[entry["micro_step"]] = entry["ids"]  # a step redone after a restart overwrites its first try
-    return order
+    return read_data_order(out / f"data_order_rank{rank}.jsonl", "micro_step")
 
 
 @pytest.fixture(scope="module")

@@ -25,3 +25,15 @@ def test_a_resumed_run_measures_from_its_own_first_step(monkeypatch: pytest.Monk
     pace = Pace(total_steps=8)
     pace.update(5)  # the first step after a restore from step 4
     assert pace.update(6) == (0.0, 6.0)
+
+
+def test_a_long_stage_prints_about_every_two_percent_of_its_steps() -> None:
+    pace = Pace(total_steps=1024)
+    printed = []
+    for step in range(1, 1025):
+        if pace.due(step):
+            printed.append(step)
+        pace.update(step)
+    assert printed[:3] == [1, 20, 40] and printed[-1] == 1024 and len(printed) == 53
+    short = Pace(total_steps=8)
+    assert all(short.due(step) for step in range(1, 9))

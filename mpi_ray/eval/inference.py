@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from mpi_ray.cluster import engine_actor_options
 from mpi_ray.config.schema import PipelineConfig, RolloutConfig
 from mpi_ray.model.loading import image_bounds
 from mpi_ray.rollout.engine import RolloutEngine
@@ -155,5 +156,6 @@ def _one_pass(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[s
                                "pixel_bounds": image_bounds(cfg.model.min_pixels, cfg.model.max_pixels)},
         batch_size=BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.eval.engines),
         num_cpus=res.cpus_per_engine, num_gpus=res.gpus_per_engine if res.use_gpu else 0, resources=dict(res.engine_resources),
+        **engine_actor_options(res.use_gpu),
     )
     return {row["request_id"]: row for row in answered.iter_rows()}

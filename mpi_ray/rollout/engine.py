@@ -26,6 +26,30 @@ from mpi_ray.model.loading import visual_tokens
 EMBED_NAMES = ("model.embed_tokens.weight", "model.language_model.embed_tokens.weight")
 
 
+# What vLLM says at every engine start on a CPU machine: the platform as this project runs it there
+# (eager, no Triton or torch.compile, no tcmalloc/iomp preload: PLATFORM.md), not a fault. Three engine
+# starts in the default printed each note three times, so they are dropped in the engine (by logger and
+# message start) and the driver says it once (cluster.CPU_ENGINE_NOTE).
+CPU_START_NOTES = {
+    "vllm.platforms.cpu": ("Triton is not installed",),
+    "vllm.triton_utils.importing": ("Triton is installed, but doesn't include CPU backend",),
+    "vllm.config.vllm": ("Model Runner V2 requires Triton", "Inductor compilation was disabled", "Enforce eager set"),
+    # the engine core runs inside this actor's own process, so reseeding its global RNG harms nothing
+    "vllm.engine.arg_utils": ("The global random seed is set",),
+    # vLLM's CPU worker swaps torch.set_num_threads for a stub that warns, and its multimodal processing
+    # calls it twice per request: thousands of lines
+    "vllm.v1.worker.cpu_worker": ("CPU backend doesn't allow to use", "libtcmalloc is not found", "libiomp is not found"),
+    "torch.utils.cpp_extension": ("No CUDA runtime is found",),
+}
+
+
+def drop_cpu_start_notes() -> None:
+    """Filters on the loggers, set before vllm is imported: vLLM's logging config resets levels, not filters."""
+    for name, starts in CPU_START_NOTES.items():
+        logging.getLogger(name).addFilter(lambda record, starts=starts: not str(record.msg).startswith(starts)
+                                          and not record.getMessage().lstrip().startswith(starts))
+
+
 def _images(blobs: list[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
 
@@ -43,13 +67,9 @@ class RolloutEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         if cfg.engine_core_in_process:  # read when vllm is imported
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if not torch.cuda.is_available():
+            drop_cpu_start_notes()
         from vllm import LLM
-
-        # With the engine core in this process, vLLM's CPU worker swaps torch.set_num_threads for a stub
-        # that warns, and vLLM's own multimodal processing calls it twice per request: thousands of
-        # lines. A filter, not a level: vLLM's logging config resets the levels of its loggers in LLM().
-        logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(
-            lambda record: "torch.set_num_threads" not in record.getMessage())
 
         self.llm = LLM(
             model=model_path,

@@ -19,6 +19,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from mpi_ray.cluster import engine_actor_options
 from mpi_ray.config.schema import ResourcesConfig, RolloutConfig
 from mpi_ray.rollout.engine import RolloutActor
 from mpi_ray.rollout.weight_sync import verify
@@ -40,7 +41,8 @@ class RolloutPool:
         res, rollout = self.resources, self.rollout
         # The name carries the restart count: a killed actor's name is not free at once.
         options: dict[str, Any] = {"name": f"{self.name_prefix}-{index}.{self.restarts}", "num_cpus": res.cpus_per_engine,
-                                   "max_restarts": 0, "resources": dict(res.engine_resources)}
+                                   "max_restarts": 0, "resources": dict(res.engine_resources),
+                                   **engine_actor_options(res.use_gpu)}
         if res.use_gpu and rollout.tensor_parallel > 1:
             if self.placement_groups[index] is None:
                 bundles = [{"GPU": 1, "CPU": res.cpus_per_engine, **res.engine_resources}] * rollout.tensor_parallel

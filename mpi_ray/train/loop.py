@@ -149,6 +149,7 @@ def _die_once(out: Path, rank: int, micro_step: int) -> None:
 
 def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: int, loss: float,
             grad_norm: float | None, tokens: int, pace: Pace, checkpoint_every: int, metrics_log: Any) -> None:
+    due = pace.due(micro_step)
     rate, eta = pace.update(micro_step, tokens)
     metrics = {"stage": job.stage, "micro_step": micro_step, "epoch": epoch, "loss": loss, "lr": strategy.lr,
                "grad_norm": grad_norm, "tokens": tokens, "time": time.time(), "tokens_per_s": rate, "eta_s": eta}
@@ -156,6 +157,7 @@ def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: i
     if metrics_log:
         metrics_log.write(json.dumps(metrics) + "\n")
         metrics_log.flush()
+    if metrics_log and due:
         print(f"[{job.stage}] step {micro_step}/{job.total_micro_steps} loss {loss:.4f} lr {strategy.lr:.2e} "
               f"{Pace.describe(rate, eta)}", flush=True)
     if micro_step % checkpoint_every and not is_last:

@@ -18,3 +18,13 @@ def open_metrics_log(path: Path, step_key: str, resumed_at: int | None) -> TextI
     log.writelines(line + "\n" for line in kept)
     log.flush()
     return log
+
+
+def read_data_order(path: Path, step_key: str) -> dict[int, list[str]]:
+    """A data-order log (`data_order*.jsonl`: the sample ids each step trained on) as step -> ids. A step
+    redone after a restart appears twice in an appended log; its last record is what was trained on."""
+    order: dict[int, list[str]] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        order[record[step_key]] = record["ids"]
+    return order

@@ -143,20 +143,23 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         tokens = _all_reduce_sum([learner.pop("tokens")])[0]
         drawn_ids = entry.stats.pop("drawn_ids")
         prompts_drawn += entry.stats["prompts_drawn"]
+        # Logged before the checkpoint: a driver killed between the two must not leave this step out of the
+        # logs that a resume from that checkpoint keeps.
+        if metrics_log is not None:
+            order_log.write(json.dumps({"step": step + 1, "ids": drawn_ids}) + "\n")
+            order_log.flush()
+            row = {"step": step + 1, "time": time.time(), **entry.stats, **learner, "staleness": staleness,
+                   "lr": strategy.lr, "learner_tokens_per_s": tokens / max(step_s, 1e-9), "publish_s": publish_s,
+                   "step_s": step_s, "wait_for_rollouts_s": waited}
+            metrics_log.write(json.dumps(row) + "\n")
+            metrics_log.flush()
+            due = pace.due(step + 1)
+            _, eta = pace.update(step + 1)
+            if due:
+                print(_progress(step + 1, job.total_steps, row, eta), flush=True)
         if (step + 1) % rl.checkpoint_every == 0 and step + 1 < job.total_steps:
             checkpoint.save(strategy, rank, step + 1, {"step": step + 1, "prompts_drawn": prompts_drawn}, {"step": step + 1},
                             storage)
-        if metrics_log is None:
-            continue
-        order_log.write(json.dumps({"step": step + 1, "ids": drawn_ids}) + "\n")
-        order_log.flush()
-        row = {"step": step + 1, "time": time.time(), **entry.stats, **learner, "staleness": staleness, "lr": strategy.lr,
-               "learner_tokens_per_s": tokens / max(step_s, 1e-9), "publish_s": publish_s, "step_s": step_s,
-               "wait_for_rollouts_s": waited}
-        metrics_log.write(json.dumps(row) + "\n")
-        metrics_log.flush()
-        _, eta = pace.update(step + 1)
-        print(_progress(step + 1, job.total_steps, row, eta), flush=True)
     if metrics_log:
         metrics_log.close()
         order_log.close()

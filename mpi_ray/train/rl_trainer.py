@@ -22,6 +22,7 @@ from mpi_ray.data.shards import read_shard, shard_paths
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.rollout.buffer import RolloutBuffer
 from mpi_ray.rollout.producer import RolloutJob, RolloutProducer
+from mpi_ray.train import checkpoint
 from mpi_ray.train.plan import eligible_ids
 from mpi_ray.train.rl_loop import RLJob, rl_learner_loop
 from mpi_ray.train.trainer import scaling
@@ -83,7 +84,7 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
         scaling_config=scaling(cfg, workers),
         # A learner failure fails the stage (the rollouts in flight were sampled for weights it lost);
         # re-running the stage resumes from the newest checkpoint of this run name.
-        run_config=RunConfig(name="rl", storage_path=str(out_dir.parent / "ray_train"),
+        run_config=RunConfig(name="rl", storage_path=str(checkpoint.storage_dir(out_dir, "rl").parent),
                              failure_config=FailureConfig(max_failures=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )

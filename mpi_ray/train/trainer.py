@@ -12,6 +12,7 @@ from ray.train.torch import TorchTrainer
 from mpi_ray.cluster import on_driver_node
 from mpi_ray.config.schema import PipelineConfig, StageConfig
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
+from mpi_ray.train import checkpoint
 from mpi_ray.train.loop import LearnerJob, learner_loop
 from mpi_ray.train.plan import eligible_ids, make_plan
 
@@ -66,7 +67,7 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
         scaling_config=scaling(cfg, workers),
         run_config=RunConfig(
             name=stage,
-            storage_path=str(out_dir.parent / "ray_train"),
+            storage_path=str(checkpoint.storage_dir(out_dir, stage).parent),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
