@@ -3,6 +3,7 @@
 PYTHON ?= python3
 UV_VERSION := 0.13.8
 EXTRA ?= cpu
+CONFIG ?= configs/default.yaml
 UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
 VENV_PY := .venv/bin/python
 SYNCED := .venv/.synced-$(EXTRA)
@@ -10,7 +11,7 @@ SYNCED := .venv/.synced-$(EXTRA)
 .PHONY: run test test-fast env clean
 
 run: $(SYNCED)
-	$(VENV_PY) jobs/trimpi.py --config configs/default.yaml $(ARGS)
+	$(VENV_PY) jobs/trimpi.py --config $(CONFIG) $(ARGS)
 
 test: $(SYNCED)
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)

@@ -149,3 +149,16 @@ def test_entry_point_rejects_bad_config_before_any_ray_work(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "rl.group_size" in result.stderr
     assert "Ray" not in result.stdout  # no cluster was started or joined
+
+
+def test_a_config_extends_another_and_states_only_what_differs(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("run: {name: base, stages: [model, data]}\nrl: {max_steps: 8, group_size: 4}\n")
+    (tmp_path / "variant.yaml").write_text("extends: base.yaml\nrun: {name: variant}\nrl: {max_steps: 2}\n")
+    cfg = load_config(tmp_path / "variant.yaml", ["rl.group_size=3"])
+    assert (cfg.run.name, cfg.run.stages, cfg.rl.max_steps, cfg.rl.group_size) == ("variant", ["model", "data"], 2, 3)
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "orphan.yaml")

@@ -173,8 +173,28 @@ def test_rl_survives_a_dead_engine_with_bounded_staleness_and_verified_syncs(pip
             synced += 1
     assert synced >= 2
     assert any(abs(row["loss"]) > 0 for row in rows)  # non-zero advantages somewhere
+    # ClevrPolicy-M: vLLM placed the policy's pictures in every policy-aware prompt and none in a
+    # policy-free one (images counted in the prompt the engine processed, against the data)
+    policy_pictures = _policy_images(Path(pipeline_run.marker("data")["data"]))
+    order = {row["step"]: row["ids"] for row in map(json.loads, (pipeline_run.dir / "rl" / "data_order.jsonl").read_text().splitlines())}
+    for row in rows:
+        drawn = [policy_pictures[sample_id] for sample_id in order[row["step"]]]
+        assert min(drawn) >= 1, "a -M policy without a picture tests nothing"
+        assert row["policy_free/prompt_images"] == 1  # the query image only
+        assert row["policy_aware/prompt_images"] == pytest.approx(1 + sum(drawn) / len(drawn))
     before, after = _probe(Path(rl["from_model"])), _probe(Path(rl["model"]))
     assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3  # the RL policy moved
+
+
+def _policy_images(data_dir: Path) -> dict[str, int]:
+    """sample_id -> the pictures in its policy, for the train rows."""
+    from mpi_ray.data.shards import read_shard, shard_paths
+
+    counts = {}
+    for path in shard_paths(data_dir, "train"):
+        table = read_shard(path, columns=["sample_id", "policy_images"]).to_pydict()
+        counts.update((sid, len(images)) for sid, images in zip(table["sample_id"], table["policy_images"]))
+    return counts
 
 
 def _probe(model_dir: Path) -> list[float]:

@@ -20,6 +20,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, free_port
+from mpi_ray.config.schema import RewardConfig
+from mpi_ray.eval.scoring import score_eval
 from mpi_ray.serve.images import ImageRejected, check_image_url, media_urls
 
 
@@ -114,6 +116,33 @@ def _chat(image_url: str | None, max_tokens: int = 8, text: str = "How many obje
             "messages": [{"role": "user", "content": content}]}
 
 
+def _gta_request() -> tuple[dict, dict]:
+    """The GTAPolicy test sample with the most images (and a short query), and its chat request: the
+    policy-free user turn eval sends vLLM, with each image as a data URL where its placeholder stands."""
+    from mpi_ray.data.gta_policy.dataset import build_splits
+    from mpi_ray.data.gta_policy.generator import generate_split
+    from mpi_ray.data.prompts import user_turn
+
+    test = build_splits([], generate_split("test", 24, seed=0), "gta_policy")["test"]
+    sample = min(test, key=lambda s: (-len(s["images"]), len(s["query"])))
+    user, images = user_turn(sample, with_policy=False)
+    pictures = iter(images)
+    content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(next(pictures)).decode()}}
+               if part["type"] == "image" else part for part in user["content"]]
+    return sample, {"model": "mpi-ray-policy-free", "max_tokens": 32, "temperature": 0.0,
+                    "messages": [{"role": "user", "content": content}]}
+
+
+def test_a_gta_request_is_the_policy_free_prompt_with_every_image() -> None:
+    sample, request = _gta_request()
+    parts = request["messages"][0]["content"]
+    assert len(sample["images"]) >= 2 and sum(p["type"] == "image_url" for p in parts) == len(sample["images"])
+    assert parts[-1] == {"type": "text", "text": sample["query"]}
+    for part, image in zip(parts, sample["images"]):
+        check_image_url(part["image_url"]["url"], 1 << 20, 65536)
+        assert base64.b64decode(part["image_url"]["url"].split(",", 1)[1]) == image
+
+
 @pytest.mark.slow
 def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
     port = free_port()
@@ -169,6 +198,15 @@ def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Pat
             assert listener.hits == [], f"the server fetched {listener.hits}"
         status, _ = _post(f"{url}/v1/chat/completions", good)
         assert status == 200
+
+        # GTAPolicy: a tool-use query with its images, as eval's policy-free prompt has them, answered and
+        # scored by eval's own scorer (0.5 tool + 0.5 args; this model is untrained, so the score is low)
+        sample, request = _gta_request()
+        status, body = _post(f"{url}/v1/chat/completions", json.dumps(request).encode())
+        assert status == 200, body
+        assert body["usage"]["prompt_tokens"] > 64 * len(sample["images"])  # 224 x 224 px: 64 visual tokens each
+        scores = score_eval(sample["dataset"], body["choices"][0]["message"]["content"], sample["answer"], RewardConfig())
+        assert set(scores) >= {"tool", "arg", "accuracy"} and all(0.0 <= scores[k] <= 1.0 for k in ("tool", "arg", "accuracy"))
     finally:
         server.send_signal(signal.SIGTERM)  # what a service manager sends
         try:

@@ -98,13 +98,34 @@ def explain(error: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it: sections merge key by key, any other value (lists too) replaces."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def read_tree(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config file's sections; a file that starts with `extends: other.yaml` (relative to itself) is
+    that file's sections with its own laid over them, so a variant config states only what differs."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} extends itself (through {' -> '.join(str(p) for p in seen)})")
+    loaded = read_yaml(path)
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+    tree = dict(loaded or {})
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigError(f"config {path}: 'extends' must name one YAML file, got {parent!r}")
+    return _merge(read_tree(path.parent / parent, seen + (path.resolve(),)), tree)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    tree: dict[str, Any] = {}
-    if path is not None:
-        loaded = read_yaml(path)
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded or {}
+    tree = read_tree(path) if path is not None else {}
     for text in overrides:
         apply_override(tree, *parse_override(text))
     try:

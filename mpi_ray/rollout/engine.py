@@ -98,6 +98,7 @@ class RolloutEngine:
         # features when the learner re-scores the response ("image features and image tokens do not match").
         visual = visual_tokens(model_path)
         self.no_visual_tokens = {token: -100.0 for token in visual.masked}
+        self.vision_start = visual.vision_start
 
     def generate(self, prompts: list[dict[str, Any]], n: int, max_tokens: int | None = None,
                  temperature: float | None = None) -> dict[str, Any]:
@@ -110,9 +111,13 @@ class RolloutEngine:
             max_tokens=max_tokens or self.cfg.max_response_len, logprobs=0, logit_bias=self.no_visual_tokens,
         )
         outputs = self.llm.generate([_engine_input(p) for p in prompts], params, use_tqdm=False)
+        # prompt_images: the images vLLM really placed in the prompt (one vision-start token each), as the
+        # record that the policy-aware group of a -M run carried the policy's pictures
         samples = [[{"text": o.text, "token_ids": list(o.token_ids),
                      "logprobs": [next(iter(step.values())).logprob for step in (o.logprobs or [])],
-                     "finish_reason": o.finish_reason} for o in out.outputs] for out in outputs]
+                     "finish_reason": o.finish_reason,
+                     "prompt_images": (out.prompt_token_ids or []).count(self.vision_start)} for o in out.outputs]
+                   for out in outputs]
         return {"version": self.version, "samples": samples,
                 "prompt_tokens": [len(out.prompt_token_ids or []) for out in outputs]}
 

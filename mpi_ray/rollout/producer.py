@@ -88,7 +88,7 @@ def _group_stats(records: list[dict[str, Any]]) -> dict[str, float]:
     for record in records:
         by_group[record["group"]].append(record)
     for group, members in by_group.items():
-        for key in ("reward", "accuracy", "format", "length", "truncated"):
+        for key in ("reward", "accuracy", "format", "length", "truncated", "prompt_images"):
             stats[f"{group}/{key}"] = sum(float(m[key]) for m in members) / len(members)
     return stats
 
@@ -199,6 +199,7 @@ class RolloutProducer:
                 rollouts.append(make_rollout(pid, group, sample["token_ids"], sample["logprobs"], reward,
                                              self.pool.version))
                 records.append({"group": group, "reward": reward, "accuracy": score["accuracy"], "format": score["format"],
-                                "length": length, "truncated": sample["finish_reason"] == "length"})
+                                "length": length, "truncated": sample["finish_reason"] == "length",
+                                "prompt_images": sample["prompt_images"]})
         prompts = {pid: {"prompt": row["prompt"], "images": row["images"]} for pid, row in zip(prompt_ids, rows)}
         return Round(group_by_prompt(rollouts), prompts, records, tokens, generate_s, reward_s)
