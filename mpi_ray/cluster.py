@@ -83,6 +83,9 @@ def connect(cfg: PipelineConfig) -> str:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return f"joined Ray cluster at {address}"
+    # Ray Train's preemption watcher (one actor per learner stage) follows nodes being drained, which a
+    # local cluster never is; its only output here was Ray's constructor-arguments note, once per stage.
+    env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     ray.init(
         address="local",  # a new cluster even when another one runs on this machine (ray.init would join it)
         num_cpus=cfg.resources.cluster_cpus,
