@@ -8,7 +8,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
 VENV_PY := .venv/bin/python
 SYNCED := .venv/.synced-$(EXTRA)
 
-.PHONY: run test test-fast env clean
+.PHONY: run test test-fast test-variants env clean
 
 run: $(SYNCED)
 	$(VENV_PY) jobs/trimpi.py --config $(CONFIG) $(ARGS)
@@ -19,6 +19,10 @@ test: $(SYNCED)
 # The fast subset: everything but the end-to-end tests that start vLLM, Ray Train or Serve.
 test-fast: $(SYNCED)
 	$(VENV_PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Short whole-pipeline runs of the other dataset variants (GTAPolicy), left out of `make test` for time.
+test-variants: $(SYNCED)
+	MPI_RAY_VARIANT_TESTS=1 $(VENV_PY) -m pytest tests/test_gta_pipeline.py $(PYTEST_ARGS)
 
 env: $(SYNCED)
 

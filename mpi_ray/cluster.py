@@ -39,18 +39,26 @@ CPU_ENGINE_ENV = {"TORCH_CPP_LOG_LEVEL": "ERROR"}
 # Said once by the driver instead of by each engine (rollout.engine.CPU_START_NOTES drops the notes there).
 CPU_ENGINE_NOTE = ("[vllm] CPU engines run eager, without Triton, a tcmalloc/iomp preload or NUMA choice: "
                    "expected on CPU, so vLLM's start-up notes about it are not repeated per engine")
-# Ray Train's placement-group cleaner asks the State API, which a local cluster without the dashboard
-# lacks, and warns every second; a local cluster dies with the driver, so nothing is left to clean.
-PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 # Ray Data says "Progress bars disabled" once in every process that runs a stream; we turn them off
 # on purpose when the output is not a terminal (connect), so the note says nothing new.
 RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
+# Ray loggers a local cluster turns down to ERROR in every worker (its worker_process_setup_hook).
+QUIET_LOCAL_LOGGERS = (
+    # Ray Train's placement-group cleaner asks the State API, which a local cluster without the dashboard
+    # lacks, and warns every second; a local cluster dies with the driver, so nothing is left to clean.
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner",
+    # Ray Train asks the autoscaler for its workers' resources with a 5 s timeout; a local cluster has
+    # no autoscaler, and when the coordinator actor is slow to start on 2 busy cores the miss is logged
+    # with a 20-line traceback that Ray calls safe to ignore (first learner stage of 2 runs in 3).
+    "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",
+    RAY_DATA_PROGRESS_LOGGER,
+)
 
 
 def quiet_local_worker() -> None:
     """worker_process_setup_hook of the local cluster."""
-    logging.getLogger(PG_CLEANER_LOGGER).setLevel(logging.ERROR)
-    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
+    for name in QUIET_LOCAL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def engine_actor_options(use_gpu: bool) -> dict[str, Any]:
