@@ -55,10 +55,15 @@ QUIET_LOCAL_LOGGERS = (
 )
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def quiet_local_worker() -> None:
-    """worker_process_setup_hook of the local cluster."""
+    """worker_process_setup_hook of the local cluster. A filter, not a level: Ray Train's logging config
+    (dictConfig) resets the level of every existing logger below `ray.train`, as vLLM's does for its own."""
     for name in QUIET_LOCAL_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).addFilter(_errors_only)
 
 
 def engine_actor_options(use_gpu: bool) -> dict[str, Any]:
@@ -80,7 +85,7 @@ def connect(cfg: PipelineConfig) -> str:
     # Ray Data redraws its progress bars many times a second; into a log file (ray job submit, CI) that
     # is thousands of lines. Our own per-step lines carry the progress there.
     ray.data.DataContext.get_current().enable_progress_bars = sys.stdout.isatty()
-    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
+    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).addFilter(_errors_only)
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     env_vars = {**QUIET_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_gib)}
     if not cfg.resources.use_gpu:  # DeepSpeed warns in every learner when it has to guess the CPU

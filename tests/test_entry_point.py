@@ -102,3 +102,27 @@ def test_job_output_into_a_file_or_pipe_carries_no_colour_codes() -> None:
     script = "import sys; sys.path.insert(0, 'jobs'); import _bootstrap; print('\\x1b[32m [repeated 3x across cluster]\\x1b[0m')"
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.stdout == " [repeated 3x across cluster]\n"
+
+
+def test_quieted_ray_loggers_stay_quiet_after_ray_trains_logging_config() -> None:
+    """Ray Train's dictConfig resets the levels of loggers below `ray.train`; the local cluster's quieting
+    (a filter) must survive it, or its 20-line autoscaling-request traceback comes back."""
+    import logging
+    import logging.config
+
+    from mpi_ray import cluster
+
+    cluster.quiet_local_worker()
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, "loggers": {"ray.train": {"level": "INFO"}}})
+    for name in cluster.QUIET_LOCAL_LOGGERS:
+        seen: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        try:
+            logger.warning("transient, safe to ignore")
+            logger.error("a real failure")
+        finally:
+            logger.removeHandler(handler)
+        assert seen == ["a real failure"], name
