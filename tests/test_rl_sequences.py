@@ -68,7 +68,8 @@ class ScoringPool:
                 logp, mask = response_logprobs(self.model, self.encoder.batch(samples))
             logprobs = [logp[row][mask[row]].tolist() for row in range(len(samples))]
             self.logprobs.append(logprobs)
-            out.append([{"token_ids": ids, "logprobs": lp, "text": text, "finish_reason": "stop"}
+            out.append([{"token_ids": ids, "logprobs": lp, "text": text, "finish_reason": "stop",
+                         "prompt_images": len(request["images"])}
                         for (ids, text), lp in zip(self.responses, logprobs)])
         return out
 
