@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from mpi_ray.train.metrics_log import read_data_order
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +177,7 @@ def test_rl_survives_a_dead_engine_with_bounded_staleness_and_verified_syncs(pip
     # ClevrPolicy-M: vLLM placed the policy's pictures in every policy-aware prompt and none in a
     # policy-free one (images counted in the prompt the engine processed, against the data)
     policy_pictures = _policy_images(Path(pipeline_run.marker("data")["data"]))
-    order = {row["step"]: row["ids"] for row in map(json.loads, (pipeline_run.dir / "rl" / "data_order.jsonl").read_text().splitlines())}
+    order = read_data_order(pipeline_run.dir / "rl" / "data_order.jsonl", "step")
     for row in rows:
         drawn = [policy_pictures[sample_id] for sample_id in order[row["step"]]]
         assert min(drawn) >= 1, "a -M policy without a picture tests nothing"
