@@ -27,6 +27,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep local Ra
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
+# The bound on one hostile input in the hang guards (catastrophic regex backtracking, 9**9**9, deep
+# nesting): those take minutes when they go wrong and milliseconds when right. Seconds, not a
+# performance figure: CI machines run 2-3x slower on some days (a 0.5 s bound failed at 0.79 s).
+HANG_GUARD_S = 5.0
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

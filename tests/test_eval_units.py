@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, small_clevr
+from conftest import HANG_GUARD_S, REPO, small_clevr
 from mpi_ray.config.loader import load_config
 from mpi_ray.data.clevr_policy.records import OVERRIDE_PREAMBLE
 from mpi_ray.data.shards import read_split
@@ -79,7 +79,7 @@ def test_judge_score_is_linear_on_hostile_whitespace() -> None:
     started = time.monotonic()
     assert referral.judge_score("## Score ##" + " " * 200_000) is None
     assert referral.judge_score("## Score ##" + " " * 200_000 + "9") == 9.0
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < HANG_GUARD_S
 
 
 def test_judge_client_speaks_openai_chat_completions() -> None:

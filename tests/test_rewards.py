@@ -12,6 +12,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import HANG_GUARD_S
 from mpi_ray.config.schema import OverlongConfig, RewardConfig
 from mpi_ray.rewards.clevr import clevr_accuracy
 from mpi_ray.rewards.combine import score_response
@@ -82,7 +83,7 @@ def test_format_reward_is_linear_on_hostile_text() -> None:
     hostile = ["<think>" + "</think>\\boxed{" * 4_000, "<think>" + "</think>" * 4_000 + "\\boxed{" * 4_000]
     started = time.perf_counter()
     assert [format_reward(text) for text in hostile] == [0.0, 0.0]
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < HANG_GUARD_S
 
 
 FRAGMENTS = st.sampled_from(["<think>", "</think>", "\\boxed{", "}", "{", "\\", "x", "\n", "<", "think>", " "])

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import HANG_GUARD_S
 from mpi_ray.rewards.safe_math import evaluate_expression, expressions_equivalent
 
 VALUES = [
@@ -86,7 +87,7 @@ def test_values(text: str, expected: float) -> None:
 def test_rejected_quickly(text: str) -> None:
     start = time.perf_counter()
     assert evaluate_expression(text) is None
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 def test_non_strings_are_rejected() -> None:

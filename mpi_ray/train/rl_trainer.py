@@ -25,7 +25,7 @@ from mpi_ray.rollout.producer import RolloutJob, RolloutProducer
 from mpi_ray.train import checkpoint
 from mpi_ray.train.plan import eligible_ids
 from mpi_ray.train.rl_loop import RLJob, rl_learner_loop
-from mpi_ray.train.trainer import scaling
+from mpi_ray.train.trainer import fit, scaling
 
 
 def rl_prompt_ids(data_dir: str, rows: str) -> list[str]:
@@ -89,7 +89,7 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     try:
-        trainer.fit()
+        fit(trainer)
         summary = ray.get(produced)
     finally:
         try:

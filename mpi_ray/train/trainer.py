@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mpi_ray.cluster import on_driver_node
@@ -23,6 +25,20 @@ def scaling(cfg: PipelineConfig, workers: int) -> ScalingConfig:
     if res.use_gpu:
         per_worker["GPU"] = res.gpus_per_learner
     return ScalingConfig(num_workers=workers, use_gpu=res.use_gpu, resources_per_worker=per_worker)
+
+
+def fit(trainer: TorchTrainer) -> Result:
+    """trainer.fit(), then the driver's SIGINT handler put back. Ray Train's handler holds the finished
+    run's controller actor, so the controller (with its placement-group cleaner and dataset manager, all
+    polling) outlived its stage until the next fit or the driver's exit: on 2 cores the leftovers took CPU
+    from eval and from the rest of a test session."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        return trainer.fit()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir: str, out_dir: Path,
@@ -74,7 +90,7 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
     )
-    result = trainer.fit()
+    result = fit(trainer)
     skipped = ray.get(errors.report.remote())
     return {"model": str(out_dir / "hf"), "micro_steps": plan.total_micro_steps, "skipped_samples": len(skipped),
             "final_loss": (result.metrics or {}).get("loss")}
