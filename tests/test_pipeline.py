@@ -35,8 +35,8 @@ import pytest
 from conftest import REPO
 from mpi_ray.train.metrics_log import read_data_order
 
-# The fixture's whole run takes 8-10 min on a normal 2-core machine and 19 min on a slow one (seen
-# 2026-12-02); the suite's 20-minute default would fail it on such a day, CI's 90 minutes would not.
+# The fixture's whole run took 7-9 min on a normal 2-core machine and 15-19 min on a slow one (922 s and
+# 1,122 s, 2026-12-02); pytest's 20-minute default would fail it on such a day, CI's 90 minutes would not.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 # 6 steps: the first invocation is killed after its first RL checkpoint, but on a slow machine the
