@@ -114,7 +114,7 @@ def pipeline_run(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Pipel
     assert not (run_dir / "stages" / "rl.json").exists()
     submitted = subprocess.run(
         [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", ray_cluster.dashboard,
-         "--working-dir", ".", "--", sys.executable, *args],  # the venv's python
+         "--working-dir", ".", "--", "python", *args],  # as the README: the head's (activated venv's) python
         cwd=REPO, capture_output=True, text=True, timeout=2100)
     (root / "second.log").write_text(submitted.stdout + submitted.stderr)
     assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-6000:]

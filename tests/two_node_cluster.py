@@ -68,7 +68,7 @@ def start_cluster(log: Path, head_cpus: int, head_resources: str, node_cpus: int
         [sys.executable, str(Path(__file__).resolve()), "--port", str(gcs_port), "--dashboard-port", str(dashboard_port),
          "--agent-port", str(agent_port), "--head-cpus", str(head_cpus), "--head-resources", head_resources,
          "--node-cpus", str(node_cpus), "--node-resources", node_resources],
-        cwd=REPO, env={**os.environ, "RAY_ADDRESS": ""}, stdin=subprocess.PIPE, stdout=log.open("w"),
+        cwd=REPO, env=_activated_env(), stdin=subprocess.PIPE, stdout=log.open("w"),
         stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
@@ -78,6 +78,14 @@ def start_cluster(log: Path, head_cpus: int, head_resources: str, node_cpus: int
         time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"the two-node Ray cluster did not start:\n{log.read_text()[-4000:]}")
+
+
+def _activated_env() -> dict[str, str]:
+    """This environment as after `source .venv/bin/activate` (what the README asks of a head): a job's
+    `python` is then the venv's, whoever started pytest."""
+    venv_bin = Path(sys.executable).parent
+    return {**os.environ, "RAY_ADDRESS": "", "VIRTUAL_ENV": str(venv_bin.parent),
+            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def free_port(above: int = 0) -> int:

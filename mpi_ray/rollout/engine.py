@@ -86,6 +86,7 @@ class RolloutEngine:
             # Behaviour log-probs after temperature (and the visual-token bias): what the learner
             # computes as logits / temperature, so importance weights compare like with like.
             logprobs_mode="processed_logprobs",
+            use_tqdm_on_load=False,  # a progress bar in a log is one empty line per engine start
         )
         # Every in-place reload warns "<Layer>: Failed to load weights" for RotaryEmbedding,
         # MRotaryEmbedding and FusedMMInputNorm (their caches are computed, not loaded by name). What

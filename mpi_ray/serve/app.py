@@ -33,6 +33,7 @@ def llm_config(checkpoint: str, cfg: PipelineConfig) -> LLMConfig:
         # Defence in depth behind the ingress's data-URL rule: vLLM refuses http(s) media from any host
         # but this reserved, unresolvable one (an empty list would allow every host).
         "allowed_media_domains": ["media.invalid"],
+        "use_tqdm_on_load": False,  # a progress bar in a replica's log is noise
     }
     if not serve.use_gpu:
         engine_kwargs["gpu_memory_utilization"] = cfg.rollout.gpu_memory_utilization  # host-memory share on CPU

@@ -36,10 +36,17 @@ def generator_argv(data: DataConfig, out: str, tokenizer_dir: str | None) -> tup
 
 
 @ray.remote(num_cpus=1)
-def _generate_task(module: str, argv: list[str]) -> int:
+def _generate_task(module: str, argv: list[str]) -> tuple[int, str]:
+    """The CLI's exit code and what it printed: its summary is for a user at a terminal; in the
+    pipeline the driver says the counts in one line, and the summary only helps when it failed."""
+    import contextlib
     import importlib
+    import io
 
-    return importlib.import_module(module).main(argv)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = importlib.import_module(module).main(argv)
+    return code, printed.getvalue()
 
 
 def describe(ctx: StageContext) -> str:
@@ -59,8 +66,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     model = ctx.outputs.get("model")
     tokenizer = model if model and is_local(model) else None
     module, argv = generator_argv(data, out, tokenizer)
-    code = ray.get(_generate_task.remote(module, argv))
+    code, printed = ray.get(_generate_task.remote(module, argv))
     if code != 0:
-        raise RuntimeError(f"dataset generation failed with exit code {code}: python -m {module} {' '.join(argv)}")
+        raise RuntimeError(f"dataset generation failed with exit code {code}: python -m {module} {' '.join(argv)}\n{printed}")
     manifest = read_manifest(out)
     return {"data": out, "counts": manifest.get("counts", {})}
