@@ -20,7 +20,8 @@ from mpi_ray.config.schema import PipelineConfig  # noqa: E402
 # Workers of every actor and task see these; vLLM reads its CPU KV-cache size from the environment.
 # Ray Train's print patch echoes every print of a learner twice (stdout and its logger); vLLM's INFO
 # lines (hundreds per engine start) bury the progress lines unless a user asks for them.
-QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "1",
+# HF_HUB_DISABLE_PROGRESS_BARS: transformers' weight loading/saving bars, two lines per load in a worker's log.
+QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "1",
              "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
 # Deprecation warnings that other libraries raise in our workers and no call of ours avoids. Set at
 # interpreter start (PYTHONWARNINGS): a filter set later is undone when a `catch_warnings` block in
@@ -42,28 +43,34 @@ CPU_ENGINE_NOTE = ("[vllm] CPU engines run eager, without Triton, a tcmalloc/iom
 # Ray Data says "Progress bars disabled" once in every process that runs a stream; we turn them off
 # on purpose when the output is not a terminal (connect), so the note says nothing new.
 RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
-# Ray loggers a local cluster turns down to ERROR in every worker (its worker_process_setup_hook).
-QUIET_LOCAL_LOGGERS = (
-    # Ray Train's placement-group cleaner asks the State API, which a local cluster without the dashboard
-    # lacks, and warns every second; a local cluster dies with the driver, so nothing is left to clean.
-    "ray.train.v2._internal.execution.controller.placement_group_cleaner",
-    # Ray Train asks the autoscaler for its workers' resources with a 5 s timeout; a local cluster has
-    # no autoscaler, and when the coordinator actor is slow to start on 2 busy cores the miss is logged
-    # with a 20-line traceback that Ray calls safe to ignore (first learner stage of 2 runs in 3).
+# Ray loggers every job's workers turn down to ERROR (the worker_process_setup_hook), on any cluster.
+QUIET_LOGGERS = (
+    # Ray Train asks the autoscaler for its workers' resources with a 5 s timeout and retries; a miss
+    # (no autoscaler on a hand-started or local cluster, or a coordinator slow to start on busy cores)
+    # is logged with a 20-line traceback that Ray calls safe to ignore (first learner stage, 2 runs in 3).
     "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",
     RAY_DATA_PROGRESS_LOGGER,
 )
+# And on a local cluster only: Ray Train's placement-group cleaner asks the State API, which a local
+# cluster without the dashboard lacks, and warns every second; a local cluster dies with the driver,
+# so nothing is left to clean. On a real cluster its warnings matter.
+QUIET_LOCAL_LOGGERS = (*QUIET_LOGGERS, "ray.train.v2._internal.execution.controller.placement_group_cleaner")
 
 
 def _errors_only(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR
 
 
-def quiet_local_worker() -> None:
-    """worker_process_setup_hook of the local cluster. A filter, not a level: Ray Train's logging config
+def quiet_worker(names: tuple[str, ...] = QUIET_LOGGERS) -> None:
+    """worker_process_setup_hook of a joined cluster. A filter, not a level: Ray Train's logging config
     (dictConfig) resets the level of every existing logger below `ray.train`, as vLLM's does for its own."""
-    for name in QUIET_LOCAL_LOGGERS:
+    for name in names:
         logging.getLogger(name).addFilter(_errors_only)
+
+
+def quiet_local_worker() -> None:
+    """worker_process_setup_hook of the local cluster."""
+    quiet_worker(QUIET_LOCAL_LOGGERS)
 
 
 def engine_actor_options(use_gpu: bool) -> dict[str, Any]:
@@ -94,7 +101,8 @@ def connect(cfg: PipelineConfig) -> str:
     if not cfg.resources.use_gpu and {"rl", "eval"} & set(cfg.run.stages):
         print(CPU_ENGINE_NOTE, flush=True)
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env={**runtime_env, "worker_process_setup_hook": f"{__name__}.quiet_worker"},
+                 log_to_driver=True)
         return f"joined Ray cluster at {address}"
     # Ray Train's preemption watcher (one actor per learner stage) follows nodes being drained, which a
     # local cluster never is; its only output here was Ray's constructor-arguments note, once per stage.

@@ -97,6 +97,29 @@ def test_later_stages_build_missing_model_and_data_first(tmp_path: Path) -> None
     assert with_prerequisites(run, ["rl"]) == ["data", "rl"]  # a completed stage is not redone
 
 
+def test_a_base_model_inside_a_jobs_uploaded_working_dir_is_kept_in_the_run_dir(tmp_path: Path) -> None:
+    """`ray job submit --working-dir .` runs the job in a copy Ray may delete; a re-submitted job
+    skips the model stage and reads its recorded path, so that path must be the run's own."""
+    import shutil
+
+    from mpi_ray.config import load_config
+    from mpi_ray.pipeline import StageContext
+    from mpi_ray.run_dir import RunDir
+    from mpi_ray.stages import model as model_stage
+
+    uploaded = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1" / "models" / "base"
+    shutil.copytree(REPO / "models" / "tiny-base-xs", uploaded)
+    cfg = load_config(None, [f"run.dir={tmp_path / 'run'}", f"model.name_or_path={uploaded}"])
+    outputs = model_stage.run(StageContext(cfg, RunDir.create(cfg)))
+    kept = tmp_path / "run" / "model"
+    assert outputs == {"model": str(kept)} and (kept / "config.json").read_bytes() == (uploaded / "config.json").read_bytes()
+    shutil.rmtree(tmp_path / "session")  # Ray's cache of the upload is gone; the run's copy is not
+    assert (kept / "model.safetensors").exists()
+    # A checkout the job runs from directly (make run) is used in place.
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"run.dir={tmp_path / 'run2'}"])
+    assert model_stage.run(StageContext(cfg, RunDir.create(cfg))) == {"model": str(REPO / "models" / "tiny-base-xs")}
+
+
 def test_job_output_into_a_file_or_pipe_carries_no_colour_codes() -> None:
     """Ray colours its "[repeated Nx across cluster]" notes even into a file; a job's output is stripped."""
     script = "import sys; sys.path.insert(0, 'jobs'); import _bootstrap; print('\\x1b[32m [repeated 3x across cluster]\\x1b[0m')"
@@ -105,8 +128,8 @@ def test_job_output_into_a_file_or_pipe_carries_no_colour_codes() -> None:
 
 
 def test_quieted_ray_loggers_stay_quiet_after_ray_trains_logging_config() -> None:
-    """Ray Train's dictConfig resets the levels of loggers below `ray.train`; the local cluster's quieting
-    (a filter) must survive it, or its 20-line autoscaling-request traceback comes back."""
+    """Ray Train's dictConfig resets the levels of loggers below `ray.train`; the workers' quieting (a
+    filter) must survive it, or the 20-line autoscaling-request traceback comes back."""
     import logging
     import logging.config
 

@@ -2,13 +2,18 @@
 
 A relative local folder (the default's committed `models/tiny-base-xs`) is looked up from the working
 directory, then from the repository root, and passed on as an absolute path: learners and engines
-run in other processes whose working directory is not the driver's.
+run in other processes whose working directory is not the driver's. A folder inside the copy of the
+checkout that `ray job submit --working-dir` made is copied into the run directory first: that copy
+lives only as long as Ray's cache of it, and a re-submitted job (another copy) reads this stage's
+recorded path when it skips the stage.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import shutil
 
 import ray
 
@@ -33,6 +38,11 @@ def resolve_base(name_or_path: str) -> str:
     return name_or_path
 
 
+def in_job_working_dir(path: str) -> bool:
+    """Inside a Ray job's uploaded working directory (<session>/runtime_resources/working_dir_files/...)."""
+    return "runtime_resources" in Path(path).parts
+
+
 def describe(ctx: StageContext) -> str:
     model = ctx.cfg.model
     if model.name_or_path:
@@ -43,7 +53,12 @@ def describe(ctx: StageContext) -> str:
 def run(ctx: StageContext) -> dict[str, Any]:
     model = ctx.cfg.model
     if model.name_or_path:
-        return {"model": resolve_base(model.name_or_path)}
+        base = resolve_base(model.name_or_path)
+        if in_job_working_dir(base):
+            kept = ctx.run.root / "model"
+            shutil.copytree(base, kept, dirs_exist_ok=True)
+            base = str(kept)
+        return {"model": base}
     task = _build_tiny_task.remote(
         str(ctx.run.root / "model"), model.tiny.size, model.tiny.seed, model.min_pixels, model.max_pixels
     )
