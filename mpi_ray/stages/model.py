@@ -10,10 +10,9 @@ recorded path when it skips the stage.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
-
-import shutil
 
 import ray
 
