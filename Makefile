@@ -8,7 +8,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
 VENV_PY := .venv/bin/python
 SYNCED := .venv/.synced-$(EXTRA)
 
-.PHONY: run test test-fast test-variants env clean
+.PHONY: run test test-fast test-variants env bench-env clean
 
 run: $(SYNCED)
 	$(VENV_PY) jobs/trimpi.py --config $(CONFIG) $(ARGS)
@@ -25,6 +25,10 @@ test-variants: $(SYNCED)
 	MPI_RAY_VARIANT_TESTS=1 $(VENV_PY) -m pytest tests/test_gta_pipeline.py $(PYTEST_ARGS)
 
 env: $(SYNCED)
+
+# The default environment plus the peer frameworks the benchmarks compare against (TRL).
+bench-env: $(SYNCED)
+	$(UV) sync --frozen --extra $(EXTRA) --group bench
 
 $(SYNCED): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --extra $(EXTRA)

@@ -8,6 +8,10 @@ transformers' `generate`, and the cost of PoRo (2G) vs plain G.
    while the learners train step s) and 0 (strictly on-policy), and plain GRPO at 0 (G samples per
    prompt instead of 2G). A step's time is the steady wall time between the learners' step reports
    (the first step, with engine start-up, excluded).
+   `--pinned`: instead, PoRo-GRPO async (1) against sync (0) with one engine and one learner (1 thread
+   each), every thread of the engine's process pinned to core 1 and of the learner's to core 0, so that
+   overlap has a core to use; with the learner's time waiting for rollouts and publishing weights (the
+   weight sync) as shares of its step.
 2. Rollout tokens/s on the same prompts, same G, same response limit: the pool of vLLM engines versus
    transformers' `generate` (sampling, num_return_sequences=G) in this process. Warm rates: one call
    of each is made before the timed one.
@@ -18,12 +22,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import mpi_ray.cluster  # noqa: F401  (loopback Ray)
+import psutil
 import ray
 import torch
 from mpi_ray.config import load_config
@@ -38,6 +45,29 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = [("poro-grpo", 1), ("poro-grpo", 0), ("grpo", 0)]  # (algorithm, max_staleness)
+PINNED_CORES = {"ray::RolloutEngine": 1, "ray::RayTrainWorker": 0}  # process title prefix -> core
+
+
+class Pinner(threading.Thread):
+    """Pins every thread of each engine and learner process to its core; re-scans twice a second, since
+    the stage starts them (and vLLM and torch start threads) after the benchmark does."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            for proc in psutil.process_iter(["cmdline"]):
+                title = " ".join(proc.info["cmdline"] or [])
+                core = next((c for prefix, c in PINNED_CORES.items() if title.startswith(prefix)), None)
+                if core is None:
+                    continue
+                try:
+                    for thread in proc.threads():
+                        os.sched_setaffinity(thread.id, {core})
+                except (psutil.Error, OSError):
+                    pass  # the process or thread ended meanwhile
 
 
 def overrides(args: argparse.Namespace, algorithm: str = "poro-grpo") -> list[str]:
@@ -50,6 +80,33 @@ def overrides(args: argparse.Namespace, algorithm: str = "poro-grpo") -> list[st
             "rl.reward.accuracy_weight=0", "rl.reward.format_weight=1", "rl.reward.format_pattern=.*the.*",
             "rollout.engines=2", f"rollout.max_response_len={args.response}", "rollout.max_prompt_len=2048",
             "resources.learner_workers=2"]
+
+
+def pinned_async_vs_sync(args: argparse.Namespace, model: Path, data: Path, work: Path) -> None:
+    shape = ["rollout.engines=1", "resources.learner_workers=1", "rl.workers=1", "resources.cpus_per_engine=1",
+             "resources.cpus_per_learner=1"]
+    pinner = Pinner()
+    pinner.start()
+    shares = {}
+    try:
+        for staleness in (1, 0):
+            cfg = load_config(REPO / "configs/default.yaml", overrides(args) + shape + [f"rollout.max_staleness={staleness}"])
+            out = work / f"pinned-{staleness}" / "rl"
+            run_rl_stage(cfg, str(model), str(data), out)
+            rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]  # steady steps
+            wall, _ = steady_step_s(out / "metrics.jsonl")
+            shares[staleness] = (wall, sum(r["wait_for_rollouts_s"] for r in rows) / len(rows) / wall,
+                                 sum(r["publish_s"] for r in rows) / len(rows) / wall)
+            steps = len(rows) + 1
+    finally:
+        pinner.stopped.set()
+    print(f"RL on tiny-{args.size}, PoRo-GRPO, {args.prompts} prompts x G={args.group}, responses <= {args.response} "
+          f"tokens, 1 vLLM engine pinned to core 1 + 1 learner pinned to core 0 (1 thread each), {steps} steps "
+          "(the first left out)")
+    for staleness, label in ((1, "async (max_staleness 1)"), (0, "sync  (max_staleness 0)")):
+        wall, wait, publish = shares[staleness]
+        print(f"  {label}: {wall:6.2f} s/step; waiting for rollouts {100 * wait:5.1f}%, weight sync {100 * publish:5.1f}% of the step")
+    print(f"  async / sync step time: {shares[1][0] / shares[0][0]:.2f}")
 
 
 def steady_step_s(metrics_file: Path) -> tuple[float, float]:
@@ -120,6 +177,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="rl.rollout_batch")
     parser.add_argument("--group", type=int, default=4, help="G")
     parser.add_argument("--response", type=int, default=32, help="rollout.max_response_len")
+    parser.add_argument("--pinned", action="store_true", help="only async vs sync, 1 engine + 1 learner, each on its own core")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_rl_"))
     model = build_tiny(work / "model", args.size)
@@ -127,6 +185,12 @@ def main() -> None:
     generate_clevr(["--depth", "2", "--variant", "M", "--out", str(data), "--policies", "2", "--train-per-policy", "16",
                     "--test", "2", "--general", "0", "--cot-fraction", "0.25", "--image-size", "112", "--seed", "3"])
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    if args.pinned:
+        try:
+            pinned_async_vs_sync(args, model, data, work)
+        finally:
+            ray.shutdown()
+        return
     try:
         steps = rl_step_times(args, model, data, work)
         cfg = load_config(REPO / "configs/default.yaml", overrides(args))

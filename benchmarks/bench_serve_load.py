@@ -18,10 +18,7 @@ import argparse
 import base64
 import io
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,16 +27,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from PIL import Image
+from serve_process import ROOT, serving
 
-import mpi_ray.cluster  # noqa: E402,F401  (loopback Ray)
-import ray  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from mpi_ray.serve.deploy import APP_NAME  # noqa: E402
-from two_node_cluster import free_port  # noqa: E402
+from mpi_ray.serve.deploy import APP_NAME
 
 
 def image_url(seed: int) -> str:
@@ -93,25 +84,11 @@ def main() -> int:
     args = parser.parse_args()
     checkpoint = args.checkpoint or str(ROOT / "models" / "tiny-base-xs")
 
-    context = ray.init(address="local", num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False)
-    port = free_port()
+    overrides = ["serve.min_replicas=1", "serve.max_replicas=2", f"serve.target_ongoing_requests={args.target_ongoing}",
+                 "serve.max_model_len=1024"]
     model_id = "mpi-ray-policy-free"
-    log = Path(tempfile.mkdtemp()) / "serve.log"
-    server = subprocess.Popen(
-        [sys.executable, "jobs/serve.py", "--checkpoint", checkpoint, "--port", str(port), "serve.min_replicas=1",
-         "serve.max_replicas=2", f"serve.target_ongoing_requests={args.target_ongoing}", "serve.max_model_len=1024"],
-        cwd=ROOT, env={**os.environ, "RAY_ADDRESS": context.address_info["address"]},
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.monotonic()
-        while "serving " not in log.read_text():
-            if server.poll() is not None or time.monotonic() - started > 900:
-                print(log.read_text()[-3000:])
-                return 1
-            time.sleep(2)
-        print(f"serve up in {time.monotonic() - started:.0f}s ({checkpoint}); {args.clients} clients for {args.seconds:.0f}s")
-
+    with serving(checkpoint, overrides, Path(tempfile.mkdtemp()) / "serve.log") as url:
+        print(f"{args.clients} clients for {args.seconds:.0f}s")
         results: list[tuple[float, float, bool]] = []
         begin = time.monotonic()
         deadline = begin + args.seconds
@@ -136,13 +113,6 @@ def main() -> int:
         changes = [(round(t), n) for i, (t, n) in enumerate(timeline) if i == 0 or n != timeline[i - 1][1]]
         print("model replicas (s since the load began: replicas by state): " + "; ".join(f"{t}s: {n}" for t, n in changes))
         return 0
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -165,3 +165,42 @@ def test_learner_log_probs_use_the_sampling_temperature() -> None:
                    math.log(math.exp(0.0 / temperature) / sum(math.exp(v / temperature) for v in (0.5, 1.5, 0.0)))]
         assert mask.tolist() == [[True, True]]
         assert logp[0].tolist() == pytest.approx(by_hand, rel=1e-6)
+
+
+@pytest.mark.parametrize("micro_batch", [4, 2])
+def test_an_update_without_the_old_log_prob_pass_trains_the_same_weights(tiny_model_dir: Path, micro_batch: int,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One optimizer step over the step's samples: the loss forward's detached log-probs are the old ones,
+    so skipping the separate pass must leave the same weights as making it (forced here). Micro-batches
+    of 2 with update batch 4 accumulate over two forwards: still one optimizer step, still skipped."""
+    import copy
+
+    from mpi_ray.config import load_config
+    from mpi_ray.model.loading import load_model
+    from mpi_ray.rl.sequences import SequenceEncoder
+    from mpi_ray.train import rl_loop
+    from mpi_ray.train.strategy import make_strategy
+
+    cfg = load_config(None, ["rl.algorithm=grpo", "rl.group_size=2", "rl.update_batch=4", "resources.learner_workers=1",
+                             f"rl.micro_batch_per_worker={micro_batch}", "rl.kl_coef=0.05", "rl.optim.lr=1e-2"])
+    samples = [LearnerSample("p", FREE_PROMPT, (100 + i, 200 + i, 300 + i), advantage, POLICY_FREE, 0, None)
+               for i, advantage in enumerate((1.0, -1.0, 0.5, -0.5))]
+    grad_accum = 4 // micro_batch
+    reference = load_model(str(tiny_model_dir)).eval().requires_grad_(False)
+    weights = {}
+    for force_pass in (False, True):
+        torch.manual_seed(0)
+        model = copy.deepcopy(reference).train().requires_grad_(True)
+        strategy = make_strategy(model, cfg.learner, cfg.rl.optim, lambda _: 1.0, grad_accum, micro_batch)
+        forwards = []
+        model.register_forward_hook(lambda *_: forwards.append(1))
+        if force_pass:  # as if an optimizer step fell inside the update: the pass must be made
+            monkeypatch.setattr(type(strategy), "steps_to_update", property(lambda self: 0))
+        rl_loop._update(strategy, reference, SequenceEncoder(str(tiny_model_dir)), samples, False, cfg, grad_accum, 1)
+        monkeypatch.undo()
+        # the separate pass is one more forward per micro-batch
+        assert len(forwards) == 4 // micro_batch * (2 if force_pass else 1)
+        weights[force_pass] = [p.detach().clone() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(weights[False], reference.parameters()))  # it trained
+    for skipped, made in zip(weights[False], weights[True]):
+        torch.testing.assert_close(skipped, made, rtol=1e-5, atol=1e-6)

@@ -8,11 +8,16 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
+def next_token_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Which positions predict a labelled token: position t predicts label t+1."""
+    return labels[:, 1:] != IGNORE
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each next token and its mask, shifted so position t predicts label t+1."""
     logits = logits[:, :-1].float()
     targets = labels[:, 1:]
-    mask = targets != IGNORE
+    mask = next_token_mask(labels)
     logp = -F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
     return logp * mask, mask
 

@@ -33,6 +33,7 @@ from mpi_ray.rl.sequences import SequenceEncoder, per_token, response_logprobs
 from mpi_ray.rollout import weight_sync
 from mpi_ray.train import checkpoint
 from mpi_ray.train.checkpoint import seed_all
+from mpi_ray.train.losses import next_token_mask
 from mpi_ray.train.loop import export_hf
 from mpi_ray.train.metrics_log import open_metrics_log
 from mpi_ray.train.progress import Pace
@@ -174,14 +175,20 @@ def _update(strategy: Any, reference: torch.nn.Module | None, encoder: SequenceE
     micro = [samples[i: i + size] for i in range(0, len(samples), size)]
     batches = [encoder.batch(chunk) for chunk in micro]
     encoder.forget_prompts()
-    old, ref, masks = [], [], []
+    masks = [next_token_mask(batch["labels"]) for batch in batches]
     temperature = cfg.rollout.temperature
+    # The "old" log-probs are the weights' before this update. When no optimizer step falls before the
+    # last micro-batch's forward, every loss forward runs on those weights: its detached log-probs are
+    # the old ones, and a separate pass (a fifth of the learner's work) would only recompute them.
+    reuse_old = rl.ppo_epochs == 1 and len(batches) <= strategy.steps_to_update
+    old: list[torch.Tensor | None] = [None] * len(batches)
+    ref: list[torch.Tensor | None] = [None] * len(batches)
     with torch.no_grad():
-        for batch in batches:
-            logp, mask = response_logprobs(strategy.forward_module, batch, temperature)
-            old.append(logp)
-            masks.append(mask)
-            ref.append(response_logprobs(reference, batch, temperature)[0] if reference is not None else None)
+        for index, batch in enumerate(batches):
+            if not reuse_old:
+                old[index] = response_logprobs(strategy.forward_module, batch, temperature)[0]
+            if reference is not None:
+                ref[index] = response_logprobs(reference, batch, temperature)[0]
     normalizers = _normalizers(masks, grad_accum, world, rl.loss_agg == "token-mean")
     sums = dict.fromkeys(LOSS_METRICS, 0.0)
     grad_norms = []
@@ -194,7 +201,7 @@ def _update(strategy: Any, reference: torch.nn.Module | None, encoder: SequenceE
             def compute_loss(module: torch.nn.Module) -> torch.Tensor:
                 logp, mask = response_logprobs(module, batch, temperature)
                 loss, metrics = policy_loss(
-                    logp, old[index], advantages, mask, rl.clip_low, rl.clip_high, rl.loss_agg,
+                    logp, logp.detach() if reuse_old else old[index], advantages, mask, rl.clip_low, rl.clip_high, rl.loss_agg,
                     ref_logp=ref[index], kl_coef=rl.kl_coef, kl_estimator=rl.kl_estimator,
                     behavior_logp=behavior, is_cap=cfg.rollout.is_truncation, behavior_mask=has_behavior,
                     normalizer=normalizers[index // grad_accum])

@@ -41,6 +41,11 @@ class DDPStrategy:
         """What a gradient-free forward (old / reference log-probs) runs through."""
         return self.module
 
+    @property
+    def steps_to_update(self) -> int:
+        """train_step calls until the weights change (the next one at an accumulation boundary counts)."""
+        return self.grad_accum - self.micro % self.grad_accum
+
     def train_step(self, compute_loss: ComputeLoss) -> tuple[float, float | None]:
         self.micro += 1
         boundary = self.micro % self.grad_accum == 0
@@ -108,6 +113,12 @@ class DeepSpeedStrategy:
     def forward_module(self) -> torch.nn.Module:
         """What a gradient-free forward runs through: the engine, which gathers ZeRO-3 shards."""
         return self.engine
+
+    @property
+    def steps_to_update(self) -> int:
+        """train_step calls until the weights change (the next one at an accumulation boundary counts)."""
+        accum = self.engine.gradient_accumulation_steps()
+        return accum - self.engine.micro_steps % accum
 
     def train_step(self, compute_loss: ComputeLoss) -> tuple[float, float | None]:
         boundary = self.engine.is_gradient_accumulation_boundary()
