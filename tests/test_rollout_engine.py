@@ -1,6 +1,7 @@
 """The rollout engine (real vLLM in a Ray actor on the session cluster): log-probs that match the
-learner's, generation from an image with log-probs and versions, and a weight sync (from the object
-store, and eval's swap from a checkpoint folder) that the next samples and log-probs follow."""
+learner's, generation from an image with log-probs and versions, and a weight sync (on vLLM's
+weight-transfer protocol with the object-store backend, and eval's swap from a checkpoint folder) that
+the next samples and log-probs follow."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ def _hf_logprobs(model: torch.nn.Module, ids: list[int]) -> list[float]:
         logits = model(input_ids=torch.tensor([ids])).logits[0].float()
     logp = torch.log_softmax(logits[:-1], dim=-1)
     return logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+
+def _sync(engine, model: torch.nn.Module, version: int, source=None) -> None:
+    """The learner's end of the protocol (the object-store trainer engine from vLLM's factory) straight
+    into one engine: init, start, update (chunks through the object store), finish."""
+    from mpi_ray.rollout.weight_transfer import EnginePoolClient, StateDictSource, trainer_engine
+
+    client = EnginePoolClient([engine], workers_per_engine=1)
+    client.version = version
+    trainer_engine("object_store", 0, client, source or StateDictSource(model), chunk_mb=1).send_weights()
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +89,12 @@ def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine,
 
     ids = load_processor(tiny_model_dir).tokenizer(SEQUENCE)["input_ids"]
     new_model = load_model(build_tiny(tmp_path / "seed1", size="xs", seed=1)).eval()
-    named = [(name, tensor.detach().clone()) for name, tensor in new_model.state_dict().items()]
-    assert ray_local.get(engine.load_weights.remote(ray_local.put(named), 1)) == 1
+    _sync(engine, new_model, 1)  # chunks of at most 1 MB: the 3 MB model goes in several
+    assert ray_local.get(engine.get_version.remote()) == 1
     after = ray_local.get(engine.prompt_logprobs.remote(PROMPT))
     assert after == pytest.approx(_hf_logprobs(new_model, ids), abs=2e-3)
     with pytest.raises(ray_local.exceptions.RayTaskError, match="not newer"):
-        ray_local.get(engine.load_weights.remote(named, 1))
+        _sync(engine, new_model, 1)
 
     # eval's swap: the same engine takes a checkpoint folder from disk and scores as that model does
     assert ray_local.get(engine.load_checkpoint.remote(str(tiny_model_dir), 2)) == 2
@@ -99,15 +110,23 @@ def test_the_sync_check_sees_a_vision_weight_left_behind(ray_local, engine, tmp_
     from mpi_ray.model.tiny import build_tiny
     from mpi_ray.rl.sequences import SequenceEncoder
     from mpi_ray.rollout.weight_sync import probe_logprobs, verify
+    from mpi_ray.rollout.weight_transfer import StateDictSource
 
     learner = load_model(build_tiny(tmp_path / "seed2", size="xs", seed=2)).eval()
     expected = probe_logprobs(learner, SequenceEncoder(str(tiny_model_dir)))
-    named = [(name, tensor.detach().clone()) for name, tensor in learner.state_dict().items()]
-    vision = [name for name, _ in named if ".visual." in name and name.endswith("patch_embed.proj.weight")]
+    vision = [name for name in learner.state_dict() if ".visual." in name and name.endswith("patch_embed.proj.weight")]
     assert len(vision) == 1
+
+    class SkipsOne(StateDictSource):
+        def metadata(self):
+            return [meta for meta in super().metadata() if meta.name != vision[0]]
+
+        def __iter__(self):
+            return ((name, tensor) for name, tensor in super().__iter__() if name != vision[0])
+
     version = ray_local.get(engine.get_version.remote())
-    ray_local.get(engine.load_weights.remote([item for item in named if item[0] != vision[0]], version + 1))
+    _sync(engine, learner, version + 1, SkipsOne(learner))
     with pytest.raises(RuntimeError, match="did not apply"):
         verify([engine], expected, 0.05)
-    ray_local.get(engine.load_weights.remote(named, version + 2))
+    _sync(engine, learner, version + 2)
     assert verify([engine], expected, 0.05) < 2e-3

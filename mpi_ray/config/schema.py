@@ -211,7 +211,14 @@ class RolloutConfig(Section):
     # in 19 s instead of 50-68 s on 2 CPU cores (no second process importing vLLM again). On GPUs set it
     # false: the separate engine-core process overlaps scheduling with the model's work.
     engine_core_in_process: bool = True
-    weight_sync: Literal["object_store", "nccl"] = "object_store"
+    # vLLM's weight-transfer protocol (rollout/weight_transfer.py): object_store anywhere; nccl (learners and
+    # engines on separate GPUs) and ipc (colocated on the same GPUs) send straight into idle engines
+    weight_sync: Literal["object_store", "nccl", "ipc"] = "object_store"
+    weight_sync_chunk_mb: int = Field(256, ge=1)  # object_store: the most an engine holds beside its model
+    # Engines share the learners' GPUs (fractional resources.gpus_per_engine/learner) and free their memory
+    # between rollout and update with vLLM's sleep mode (level 1: weights to host, KV cache dropped),
+    # waking for the weight transfer. GPU only: vLLM's CPU worker has no sleep mode.
+    colocate: bool = False
     max_num_seqs: int = Field(64, ge=1)
     verify_sync: bool = True  # after each sync every engine's probe log-probs must match the learner's
     verify_sync_tol: float = Field(0.05, gt=0)  # max |engine - learner| log-prob per probe token
@@ -341,8 +348,23 @@ def cross_field_problems(cfg: PipelineConfig) -> list[str]:
         problems.append("rl.reward.accuracy_weight + rl.reward.format_weight must be > 0")
     if cfg.learner.precision == "bf16" and not res.use_gpu:
         problems.append("learner.precision=bf16 needs resources.use_gpu=true (CPU learners run fp32)")
-    if rollout.weight_sync == "nccl":
-        problems.append("rollout.weight_sync=nccl is not implemented yet; use object_store (it also runs on GPU clusters)")
+    if rollout.weight_sync in ("nccl", "ipc") and not cfg.resources.use_gpu:
+        problems.append(f"rollout.weight_sync={rollout.weight_sync} needs GPUs (resources.use_gpu=true); use object_store on CPU")
+    if rollout.weight_sync in ("nccl", "ipc") and rollout.max_staleness > 0:
+        problems.append(f"rollout.weight_sync={rollout.weight_sync} sends straight into the engines, which must be idle: "
+                        "it needs rollout.max_staleness=0 (object_store overlaps with any staleness)")
+    if rollout.colocate and not cfg.resources.use_gpu:
+        problems.append("rollout.colocate=true needs GPUs: vLLM's CPU worker has no sleep mode (it ignores sleep and "
+                        "wake_up), so a colocated engine would keep its memory through the update; set rollout.colocate=false")
+    if rollout.colocate and rollout.max_staleness > 0:
+        problems.append("rollout.colocate=true sleeps the engines while the learners update, so they cannot sample ahead: "
+                        "it needs rollout.max_staleness=0")
+    if rollout.colocate and cfg.resources.use_gpu and res.gpus_per_engine + res.gpus_per_learner > 1:
+        problems.append(f"rollout.colocate=true shares each GPU between a learner and an engine: resources.gpus_per_learner="
+                        f"{res.gpus_per_learner} + gpus_per_engine={res.gpus_per_engine} must be <= 1")
+    if rollout.weight_sync == "object_store" and not rollout.engine_core_in_process and rollout.tensor_parallel == 1:
+        problems.append("rollout.weight_sync=object_store reads the weights inside vLLM's worker, which must be a Ray "
+                        "process: set rollout.engine_core_in_process=true, or use nccl/ipc on GPUs")
     problems.extend(_rl_batch_problems(cfg))
     if res.use_gpu and (res.gpus_per_learner <= 0 or res.gpus_per_engine <= 0):
         problems.append("resources.use_gpu=true needs resources.gpus_per_learner > 0 and resources.gpus_per_engine > 0")

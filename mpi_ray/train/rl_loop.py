@@ -112,8 +112,9 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
     storage = checkpoint.storage_dir(job.out_dir, "rl")
     position = checkpoint.restore(strategy, rank, world, storage)
     first_step, prompts_drawn = (position["step"], position["prompts_drawn"]) if position else (0, 0)
+    publisher = weight_sync.WeightPublisher(cfg.rollout, strategy, job.buffer, encoder, rank)
     if position:
-        weight_sync.publish(strategy, job.buffer, encoder, first_step, rank)  # the engines start from the checkpoint
+        publisher.publish(first_step)  # the engines start from the checkpoint
     resumed_at = first_step if position else None
     metrics_log = open_metrics_log(Path(job.out_dir) / "metrics.jsonl", "step", resumed_at) if rank == 0 else None
     # The prompts each step drew, in order; a resumed run keeps the rows up to its checkpoint, as metrics do.
@@ -139,7 +140,7 @@ def rl_learner_loop(config: dict[str, Any]) -> None:
         rollouts = [r for kind in (POLICY_FREE, POLICY_AWARE) if kind in entry.groups for r in ray.get(entry.groups[kind])]
         samples = build_learner_batch(group_by_prompt(rollouts), ray.get(entry.prompts), rl.uses_poro)
         learner = _update(strategy, reference, encoder, samples[rank::world], staleness > 0, cfg, grad_accum, world)
-        publish_s = weight_sync.publish(strategy, job.buffer, encoder, step + 1, rank)
+        publish_s = publisher.publish(step + 1)
         step_s = time.perf_counter() - step_start
         tokens = _all_reduce_sum([learner.pop("tokens")])[0]
         drawn_ids = entry.stats.pop("drawn_ids")
