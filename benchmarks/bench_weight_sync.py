@@ -9,9 +9,10 @@
   the learner packs the weights into flat chunks put once each; the worker reads each chunk in place
   from shared memory and loads it through vLLM's layerwise reload.
 
-Per size and path: the learner's seconds (clone/pack and put), the engine's seconds (install), and the
-engine process's peak memory above its resident size before the call (RSS sampled every 2 ms), the
-median over `--repeats` syncs. Each engine is a real vLLM engine in a Ray actor on the tiny
+Per size and path: the learner's seconds (clone/pack and put) and the engine's seconds (install), the
+median over `--repeats` syncs; and the engine process's largest memory growth during a sync (sampled
+every 10 ms): private (USS, what this engine alone holds: its copies) and resident (RSS, which also
+counts the pages of the shared object store it reads, one copy per node whatever the engines). Each engine is a real vLLM engine in a Ray actor on the tiny
 Qwen2.5-VL of that size (`l`: about 100M parameters, the tiny recipe with wider and deeper dims).
 """
 
@@ -44,35 +45,42 @@ def _old_worker_load(worker: Any, payload: bytes) -> int:
     return len(named)
 
 
-class PeakRss:
-    """The process's peak resident memory above where it stood at entry, sampled every 2 ms."""
+class PeakMemory:
+    """The process's peak memory above where it stood at entry, sampled every 10 ms: private (USS: what
+    this engine alone holds) and resident (RSS: also counts the shared object-store pages it touched)."""
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> "PeakMemory":
         self.process = psutil.Process()
-        self.base = self.peak = self.process.memory_info().rss
+        info = self.process.memory_full_info()
+        self.base_uss = self.peak_uss = info.uss
+        self.base_rss = self.peak_rss = info.rss
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
         return self
 
+    def _take(self) -> None:
+        info = self.process.memory_full_info()
+        self.peak_uss, self.peak_rss = max(self.peak_uss, info.uss), max(self.peak_rss, info.rss)
+
     def _sample(self) -> None:
         while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.002)
+            self._take()
+            time.sleep(0.01)
 
     def __exit__(self, *_: Any) -> None:
         self.running = False
         self.thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        self._take()
 
     @property
-    def extra_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
+    def extra_mb(self) -> tuple[float, float]:
+        return (self.peak_uss - self.base_uss) / 2**20, (self.peak_rss - self.base_rss) / 2**20
 
 
 class BenchEngine(RolloutEngine):
-    def old_sync(self, wrapped: list[Any], version: int) -> tuple[float, float]:
-        with PeakRss() as rss:
+    def old_sync(self, wrapped: list[Any], version: int) -> tuple[float, float, float]:
+        with PeakMemory() as memory:
             start = time.perf_counter()
             named = ray.get(wrapped[0])
             buffer = io.BytesIO()
@@ -82,14 +90,14 @@ class BenchEngine(RolloutEngine):
             self._drop_caches()
             self.version = version
             seconds = time.perf_counter() - start
-        return seconds, rss.extra_mb
+        return (seconds, *memory.extra_mb)
 
-    def new_sync(self, update_info: dict[str, Any], version: int) -> tuple[float, float]:
-        with PeakRss() as rss:
+    def new_sync(self, update_info: dict[str, Any], version: int) -> tuple[float, float, float]:
+        with PeakMemory() as memory:
             start = time.perf_counter()
             self.apply_weight_update(update_info, version)
             seconds = time.perf_counter() - start
-        return seconds, rss.extra_mb
+        return (seconds, *memory.extra_mb)
 
 
 def learner_old(model: torch.nn.Module) -> tuple[list[Any], float]:
@@ -116,7 +124,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-mb", type=int, default=256)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     cfg = RolloutConfig(max_prompt_len=256, max_response_len=16, max_num_seqs=4)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,30 +135,32 @@ def main() -> None:
             engine = ray.remote(BenchEngine).options(num_cpus=1).remote(str(path), cfg, 0, 4, "float32", None)
             ray.get(engine.get_version.remote())
             version = 0
-            measured: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
+            measured: dict[str, list[tuple[float, ...]]] = {"old": [], "new": []}
             for _ in range(args.repeats):
                 for kind in ("old", "new"):
                     version += 1
                     if kind == "old":
                         payload, learner_s = learner_old(model)
-                        engine_s, extra_mb = ray.get(engine.old_sync.remote(payload, version))
+                        engine_s, uss_mb, rss_mb = ray.get(engine.old_sync.remote(payload, version))
                     else:
                         payload, learner_s = learner_new(model, args.chunk_mb)
-                        engine_s, extra_mb = ray.get(engine.new_sync.remote(payload, version))
+                        engine_s, uss_mb, rss_mb = ray.get(engine.new_sync.remote(payload, version))
                     del payload
-                    measured[kind].append((learner_s, engine_s, extra_mb))
+                    measured[kind].append((learner_s, engine_s, uss_mb, rss_mb))
             ray.kill(engine)
-            median = {kind: [statistics.median(v[i] for v in values) for i in range(3)] for kind, values in measured.items()}
+            # seconds: the median sync; memory: the largest growth over the syncs (the first one maps the pages)
+            median = {kind: [statistics.median(v[0] for v in values), statistics.median(v[1] for v in values),
+                             max(v[2] for v in values), max(v[3] for v in values)] for kind, values in measured.items()}
             rows.append((size, params, median))
             print(f"[{size}] {params / 1e6:.1f}M parameters: old {median['old']}, new {median['new']}", flush=True)
-    print("\n| size | parameters | MB (fp32) | old: learner s | old: engine s | old: engine peak +MB "
-          "| new: learner s | new: engine s | new: engine peak +MB | old/new seconds | old/new memory |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| size | parameters | MB (fp32) | old: learner s | old: engine s | old: engine +MB private / resident "
+          "| new: learner s | new: engine s | new: engine +MB private / resident | old/new seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for size, params, m in rows:
         old_total, new_total = m["old"][0] + m["old"][1], m["new"][0] + m["new"][1]
         print(f"| {size} | {params / 1e6:.1f}M | {params * 4 / 2**20:.0f} | {m['old'][0]:.3f} | {m['old'][1]:.3f} | "
-              f"{m['old'][2]:.0f} | {m['new'][0]:.3f} | {m['new'][1]:.3f} | {m['new'][2]:.0f} | "
-              f"{old_total / max(new_total, 1e-9):.2f} | {m['old'][2] / max(m['new'][2], 1.0):.2f} |")
+              f"{m['old'][2]:.0f} / {m['old'][3]:.0f} | {m['new'][0]:.3f} | {m['new'][1]:.3f} | "
+              f"{m['new'][2]:.0f} / {m['new'][3]:.0f} | {old_total / max(new_total, 1e-9):.2f} |")
     ray.shutdown()
 
 

@@ -3,8 +3,8 @@ autoscaler adding and removing worker nodes of the types a job asks for.
 
     python tests/autoscaling_cluster.py --port P --dashboard-port D --agent-port A --workdir DIR
 
-Prints "READY <gcs address>" once the head is up and runs until stdin closes or it gets SIGTERM, then
-shuts the cluster down, worker nodes included.
+Prints "READY <gcs address> <head's log dir>" once the head is up and runs until stdin closes or it
+gets SIGTERM, then shuts the cluster down, worker nodes included.
 
 The head is started the way `ray start --head --autoscaling-config=...` starts one, so the head itself
 runs the autoscaler (ray/autoscaler/_private/monitor.py) in its own process, reading the config this
@@ -17,9 +17,11 @@ example.yaml it builds its config from. The head is started through ray.cluster_
 two_node_cluster.py, with the environment `ray start --head` sets for the fake provider
 (RAY_FAKE_CLUSTER=1, the fixed head node id the provider expects).
 
-The subclass starts its nodes on 127.0.0.1 explicitly: the stock provider leaves the address to
-ray.util.get_node_ip_address(), which is the machine's routable address unless
-RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (set here too). It also appends what it does to
+The subclass starts its nodes on 127.0.0.1 explicitly. The stock provider leaves a node's address to
+Ray, which takes ray._private.services.get_node_ip_address(): the in-process node's address where there is
+one (there is none in the autoscaler's process), else 127.0.0.1 only under
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (set here too) and otherwise the machine's routable address (here
+192.0.2.2, where nothing of these clusters listens). It also appends what it does to
 `<workdir>/provider_events.jsonl` (one JSON line per launch and termination: node id, type, address,
 time, its processes' pids), the provider's own record for tests to read, and the list the harness
 uses at exit to kill the processes of nodes the autoscaler had not terminated yet.
@@ -72,7 +74,6 @@ def autoscaling_config(gcs_address: str, events_file: Path) -> dict:
             "type": "external", "module": "autoscaling_cluster.LoopbackFakeMultiNodeProvider",
             "gcs_address": gcs_address, "events_file": str(events_file),
             "use_node_id_as_ip": True,  # many nodes share 127.0.0.1: the autoscaler tells them apart by node id
-            "launch_multiple": True,  # a launch of n nodes starts n (the stock default starts one, whatever n)
             "disable_node_updaters": True, "disable_launch_config_check": True,
         },
         "head_node_type": "ray.head.default",
@@ -201,10 +202,14 @@ class AutoscalingCluster:
     address: str  # GCS address
     dashboard: str  # job server and state API: ray job submit --address, ray.util.state.list_nodes(address=)
     events_file: Path
+    logs: Path  # the head's Ray logs: monitor.log is the autoscaler's
     log: Path
 
     def events(self) -> list[dict]:
         return provider_events(self.events_file)
+
+    def autoscaler_log(self) -> str:
+        return "".join(path.read_text() for path in sorted(self.logs.glob("monitor*.log")))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -212,8 +217,9 @@ class AutoscalingCluster:
             try:
                 self.process.wait(timeout=120)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.process.kill()  # its head's processes go with it (Ray ties them to it), not the
+                self.process.wait()  # autoscaler's nodes: kill those here
+                _kill_leftover_nodes(self.events_file)
 
 
 def start_autoscaling_cluster(workdir: Path, attempts: int = 3, timeout_s: float = 240) -> AutoscalingCluster:
@@ -245,8 +251,9 @@ def _start(workdir: Path, timeout_s: float) -> AutoscalingCluster:
     while time.monotonic() < deadline and process.poll() is None:
         ready = [line for line in log.read_text().splitlines() if line.startswith("READY ")]
         if ready:
-            return AutoscalingCluster(process, ready[0].split()[1], f"http://127.0.0.1:{dashboard_port}",
-                                      workdir / EVENTS, log)
+            _, address, logs = ready[0].split()
+            return AutoscalingCluster(process, address, f"http://127.0.0.1:{dashboard_port}", workdir / EVENTS,
+                                      Path(logs), log)
         time.sleep(0.5)
     if process.poll() is None:
         process.stdin.close()
@@ -262,7 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dashboard-port", type=int, required=True)
-    parser.add_argument("--agent-port", type=int, required=True)  # not the default 52365: another local cluster may hold it
+    parser.add_argument("--agent-port", type=int, required=True)  # not 52365: another local cluster may hold it
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args()
     # Read by Ray at import, here and in the autoscaler process the head starts (it inherits them).
@@ -290,7 +297,7 @@ def main() -> None:
             "autoscaling_config": str(config_file),
             # what `ray start --head` sets under RAY_FAKE_CLUSTER: the provider knows the head by this id
             "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}})
-        print(f"READY {cluster.address}", flush=True)
+        print(f"READY {cluster.address} {cluster.head_node.get_logs_dir_path()}", flush=True)
         for _ in sys.stdin:  # until the starter closes our stdin
             pass
     except KeyboardInterrupt:

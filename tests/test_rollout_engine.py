@@ -50,12 +50,27 @@ def _sync(engine, model: torch.nn.Module, version: int, source=None) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(ray_local, tiny_model_dir: Path):
+def model_112(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a processor whose own image bound (112 x 112: 16 visual tokens) differs from the
+    config's (224 x 224: 64): only the bounds every path is given can make them agree."""
+    import shutil
+
+    from mpi_ray.model.loading import load_processor
+    from mpi_ray.model.tiny import IMAGE_MIN_PIXELS, build_processor
+
+    out = tmp_path_factory.mktemp("model_112") / "xs"
+    shutil.copytree(tiny_model_dir, out)
+    build_processor(load_processor(tiny_model_dir).tokenizer, IMAGE_MIN_PIXELS, 112 * 112).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(ray_local, model_112: Path):
     from mpi_ray.rollout.engine import RolloutActor
 
     cfg = RolloutConfig(max_prompt_len=512, max_response_len=64, max_num_seqs=16)
-    # the default config's pixel bounds (the tiny processor's own stop at 112 x 112)
-    actor = RolloutActor.options(num_cpus=1).remote(str(tiny_model_dir), cfg, 0, 32, "float32", BOUNDS)
+    # the default config's pixel bounds, on a model whose own processor stops at 112 x 112
+    actor = RolloutActor.options(num_cpus=1).remote(str(model_112), cfg, 0, 32, "float32", BOUNDS)
     yield actor
     ray_local.kill(actor)
 
@@ -130,3 +145,44 @@ def test_the_sync_check_sees_a_vision_weight_left_behind(ray_local, engine, tmp_
         verify([engine], expected, 0.05)
     _sync(engine, learner, version + 2)
     assert verify([engine], expected, 0.05) < 2e-3
+
+
+def test_the_engine_the_learner_eval_and_serving_see_the_same_prompt(ray_local, engine, tmp_path: Path,
+                                                                     model_112: Path) -> None:
+    """One sample with a 224 x 224 scene through the four paths, with configs/default.yaml's pixel bounds
+    (the tiny processor's own bound is 112 x 112: 16 visual tokens instead of 64): eval's prompt builder,
+    the learner's sequence encoder and the rollout engine give the same token ids and 64 visual tokens;
+    the Serve deployment's engine takes the same bounds from the same function (Serve itself is run
+    in test_serve.py)."""
+    from mpi_ray.config import load_config
+    from mpi_ray.data.clevr_policy.__main__ import main as generate_clevr
+    from mpi_ray.data.shards import read_split
+    from mpi_ray.eval.suites import PromptBuilder
+    from mpi_ray.model.loading import image_bounds, load_processor
+    from mpi_ray.rl.batch import POLICY_FREE, LearnerSample
+    from mpi_ray.rl.sequences import SequenceEncoder
+    from mpi_ray.serve.app import llm_config
+
+    from conftest import REPO
+
+    cfg = load_config(REPO / "configs/default.yaml", [])
+    bounds = image_bounds(cfg.model.min_pixels, cfg.model.max_pixels)
+    assert bounds == BOUNDS
+    generate_clevr(["--out", str(tmp_path / "data"), "--depth", "2", "--variant", "T", "--policies", "1",
+                    "--train-per-policy", "4", "--test", "2", "--general", "2", "--image-size", "224"])
+    sample = read_split(tmp_path / "data", "test")[0]
+
+    text, images, eval_tokens = PromptBuilder(str(model_112), 1792, **bounds)(sample, with_policy=False)
+    learner = SequenceEncoder(str(model_112), **bounds)
+    eos = learner.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    batch = learner.batch([LearnerSample("p", {"prompt": text, "images": images}, (eos,), 0.0, POLICY_FREE, 0, None)])
+    learner_ids = batch["input_ids"][0][batch["attention_mask"][0].bool()][:-1].tolist()  # the prompt's tokens
+    engine_tokens = ray_local.get(engine.generate.remote([{"prompt": text, "images": images}], n=1, max_tokens=1))["prompt_tokens"]
+    engine_logp = ray_local.get(engine.prompt_logprobs.remote({"prompt": text, "images": images}))
+
+    image_token = learner.image_token_id
+    assert learner_ids.count(image_token) == 64  # 224 x 224 within the bounds; the saved processor's 112 px gives 16
+    assert len(learner_ids) == eval_tokens == engine_tokens[0] == len(engine_logp) + 1
+    own = load_processor(model_112)(text=[text], images=[Image.open(io.BytesIO(images[0]))], return_tensors="np")
+    assert list(own["input_ids"][0]).count(image_token) == 16  # the defaults that differ, had anyone used them
+    assert llm_config(str(model_112), cfg).engine_kwargs["mm_processor_kwargs"] == bounds
