@@ -96,6 +96,7 @@ class RolloutEngine:
         self.cfg = cfg
         self.version = 0
         self.pending_version = 0  # of an update between start_weight_update and finish_weight_update
+        self.asleep: set[str] = set()  # what vLLM's sleep mode has released (rollout.colocate)
         # A sampled <|image_pad|> / <|video_pad|> would be one more image token than there are image
         # features when the learner re-scores the response ("image features and image tokens do not match").
         visual = visual_tokens(model_path)
@@ -187,11 +188,17 @@ class RolloutEngine:
 
     def sleep(self) -> None:
         """Level 1: the weights go to host memory, the KV cache is dropped."""
-        self.llm.sleep(level=1)
+        if not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = {"weights", "kv_cache"}
 
     def wake_up(self, tags: list[str] | None = None) -> None:
-        """"weights" before a transfer (it writes into them), then "kv_cache" (or all) before sampling."""
-        self.llm.wake_up(tags)
+        """"weights" before a transfer (it writes into them), then the rest before sampling; what is
+        awake already is left alone."""
+        waking = self.asleep & set(tags or self.asleep)
+        if waking:
+            self.llm.wake_up(sorted(waking) if tags else None)
+            self.asleep -= waking
 
     def _drop_caches(self) -> None:
         # Cached prefixes and the vision encoder's outputs: the scheduler's record of them must go too, or it
