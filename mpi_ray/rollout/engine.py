@@ -69,6 +69,8 @@ class RolloutEngine:
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
+        import mpi_ray.rollout.worker_ext  # noqa: F401  (registers the object-store backend in vLLM's factory)
+
         self.llm = LLM(
             model=model_path,
             dtype=dtype,

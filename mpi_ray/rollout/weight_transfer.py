@@ -18,28 +18,22 @@ four-call client between them (`init_weight_transfer_engine`, `start_weight_upda
 
 Every backend ends the same way: the learner publishes the version and its probe log-probs, and the
 producer checks each engine's probe against them (weight_sync.verify) before it samples.
+
+This module imports no vLLM: importing vLLM costs a learner process about 11 s on 2 cores, so the
+object-store trainer engine implements vLLM's trainer-engine interface (`trainer_init`, `send_weights`)
+structurally, and vLLM's own trainer engines (nccl, ipc) are imported only when asked for. The
+worker-side engine, which subclasses vLLM's, lives in `worker_ext.py`, imported by vLLM's workers.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Iterator, Self
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import ray
 import torch
-from vllm.distributed.weight_transfer.base import (
-    ParamMeta,
-    TrainerInitInfo,
-    TrainerWeightTransferEngine,
-    WeightSource,
-    WeightTransferEngine,
-    WeightTransferInitInfo,
-    WeightTransferUpdateInfo,
-)
-from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory, WeightTransferTrainerFactory
 
 OBJECT_STORE = "mpi_ray_object_store"  # the name in vLLM's factories (vLLM's own names: nccl, ipc)
 
@@ -66,7 +60,15 @@ def _aligned(offset: int) -> int:
     return (offset + 63) // 64 * 64
 
 
-def plan_chunks(meta: list[ParamMeta], chunk_bytes: int) -> list[Layout]:
+class TensorMeta(NamedTuple):
+    """Name, dtype and shape of one tensor to send (the fields of vLLM's ParamMeta)."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def plan_chunks(meta: list[TensorMeta], chunk_bytes: int) -> list[Layout]:
     """Cut the parameters, in order, into chunks of at most `chunk_bytes` (a larger tensor is a chunk alone)."""
     chunks: list[Layout] = []
     names: list[str] = []
@@ -111,94 +113,42 @@ def unpack(layout: Layout, flat: np.ndarray) -> list[tuple[str, torch.Tensor]]:
     return named
 
 
-# ---- the worker side: inside every vLLM worker ----
-
-@dataclass
-class ObjectStoreInitInfo(WeightTransferInitInfo):
-    """Nothing to connect: the worker runs in a Ray process (the engine core in the actor, or vLLM's Ray executor)."""
-
-
-@dataclass
-class ObjectStoreUpdateInfo(WeightTransferUpdateInfo):
-    # per chunk: {"ref": [ObjectRef] (a list, so Ray passes the ref rather than the value), "layout": Layout as a dict}
-    chunks: list[dict[str, Any]] = field(default_factory=list)
-
-
-class ObjectStoreWorkerEngine(WeightTransferEngine[ObjectStoreInitInfo, ObjectStoreUpdateInfo]):
-    init_info_cls = ObjectStoreInitInfo
-    update_info_cls = ObjectStoreUpdateInfo
-    supports_draft_weight_update = False
-
-    def init_transfer_engine(self, init_info: ObjectStoreInitInfo) -> None:
-        return None
-
-    def start_weight_update(self) -> None:
-        # the layerwise reload, as vLLM's NCCL engine: on CPU it also restores the loaders of the linear
-        # layers that were repacked for oneDNN after the first load, and repacks them again at the end
-        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
-
-        initialize_layerwise_reload(self.model)
-
-    def finish_weight_update(self) -> None:
-        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
-
-        finalize_layerwise_reload(self.model, self.model_config)
-
-    def update_weights(self, update_info: dict[str, Any]) -> None:
-        # the base class ends with torch.accelerator.synchronize(), which raises on a CPU-only machine;
-        # nothing here is asynchronous
-        self.receive_weights(self.parse_update_info(update_info))
-
-    def receive_weights(self, update_info: ObjectStoreUpdateInfo) -> None:
-        for chunk in update_info.chunks:
-            flat = ray.get(chunk["ref"][0])  # read-only shared memory: torch warns once that it is not writable
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                named = unpack(Layout(**chunk["layout"]), flat)
-            self.model.load_weights(named)
-            del flat, named  # one chunk at a time beside the model
-
-    def shutdown(self) -> None:
-        return None
-
-
 # ---- the trainer side: learner ranks ----
 
-class StateDictSource(WeightSource):
+class StateDictSource:
     """The learner's weights under their HF names, as `state_dict` has them: with a tied head, the
-    `lm_head.weight` key too (vLLM on CPU keeps its own repacked copy of it, which must follow)."""
+    `lm_head.weight` key too (vLLM on CPU keeps its own repacked copy of it, which must follow). The two
+    channels of vLLM's WeightSource: `metadata()` and iteration, in the same order."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.module = module
 
-    def metadata(self) -> list[ParamMeta]:
-        return [ParamMeta(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in self.module.state_dict().items()]
+    def metadata(self) -> list[TensorMeta]:
+        return [TensorMeta(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in self.module.state_dict().items()]
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         yield from self.module.state_dict().items()
 
 
 @dataclass
-class ObjectStoreTrainerInitInfo(TrainerInitInfo):
-    backend: ClassVar[str] = OBJECT_STORE
-    chunk_bytes: int = 256 << 20
+class ObjectStoreUpdateInfo:
+    """What the worker-side engine receives per update (vLLM's update_info, as a dict)."""
+
+    # per chunk: {"ref": [ObjectRef] (a list, so Ray passes the ref rather than the value), "layout": Layout as a dict}
+    chunks: list[dict[str, Any]] = field(default_factory=list)
 
 
-class ObjectStoreTrainerEngine(TrainerWeightTransferEngine[ObjectStoreTrainerInitInfo]):
-    """Rank 0 packs and puts the chunks; the other ranks have nothing to send (their gather, under
-    ZeRO-3, is the strategy's `gathered()` around the call)."""
+class ObjectStoreTrainerEngine:
+    """The trainer side of the object-store backend (vLLM's TrainerWeightTransferEngine interface). Rank 0
+    packs and puts the chunks; the other ranks have nothing to send (their gather, under ZeRO-3, is the
+    strategy's `gathered()` around the call)."""
 
-    init_info_cls = ObjectStoreTrainerInitInfo
-
-    def __init__(self, *, client: Any, source: WeightSource | None, is_sender: bool, chunk_bytes: int) -> None:
-        super().__init__(client=client, source=source, is_sender=is_sender)
-        self.chunk_bytes = chunk_bytes
+    def __init__(self, *, client: Any, source: StateDictSource, is_sender: bool, chunk_bytes: int) -> None:
+        self.client, self.source, self.is_sender, self.chunk_bytes = client, source, is_sender, chunk_bytes
 
     @classmethod
-    def trainer_init(cls, init_info: ObjectStoreTrainerInitInfo, *, client: Any, source: WeightSource | None = None) -> Self:
-        if source is None:
-            raise ValueError("the object-store weight transfer needs a WeightSource")
-        engine = cls(client=client, source=source, is_sender=init_info.is_sender, chunk_bytes=init_info.chunk_bytes)
+    def trainer_init(cls, *, rank: int, client: Any, source: StateDictSource, chunk_bytes: int) -> "ObjectStoreTrainerEngine":
+        engine = cls(client=client, source=source, is_sender=rank == 0, chunk_bytes=chunk_bytes)
         if engine.is_sender:
             engine.client.init_weight_transfer_engine({})
         return engine
@@ -206,7 +156,6 @@ class ObjectStoreTrainerEngine(TrainerWeightTransferEngine[ObjectStoreTrainerIni
     def send_weights(self) -> None:
         if not self.is_sender:
             return
-        assert self.source is not None
         tensors = dict(iter(self.source))
         chunks = []
         for layout in plan_chunks(self.source.metadata(), self.chunk_bytes):
@@ -216,18 +165,6 @@ class ObjectStoreTrainerEngine(TrainerWeightTransferEngine[ObjectStoreTrainerIni
         self.client.start_weight_update()
         self.client.update_weights(asdict(ObjectStoreUpdateInfo(chunks)))
         self.client.finish_weight_update()
-
-
-def register() -> None:
-    """Put the object-store backend into vLLM's two factories (once per process: the learner's, and
-    every vLLM worker's through the worker extension's import)."""
-    if OBJECT_STORE not in WeightTransferEngineFactory._registry:
-        WeightTransferEngineFactory.register_engine(OBJECT_STORE, ObjectStoreWorkerEngine)
-    if OBJECT_STORE not in WeightTransferTrainerFactory._registry:
-        WeightTransferTrainerFactory.register_engine(OBJECT_STORE, ObjectStoreTrainerEngine)
-
-
-register()
 
 
 # ---- clients: where the trainer engine's four calls go ----
@@ -287,20 +224,30 @@ class EnginePoolClient:
         ray.get([engine.finish_weight_update.remote() for engine in self.engines])
 
 
-def trainer_engine(weight_sync: str, rank: int, client: Any, source: WeightSource, *, chunk_mb: int = 256,
-                   master_address: str = "", master_port: int = 0, world_size: int = 0) -> TrainerWeightTransferEngine:
-    """The learner's end of the protocol for rollout.weight_sync, through vLLM's trainer factory."""
+def trainer_engine(weight_sync: str, rank: int, client: Any, source: StateDictSource, *, chunk_mb: int = 256,
+                   master_address: str = "", master_port: int = 0, world_size: int = 0) -> Any:
+    """The learner's end of the protocol for rollout.weight_sync: ours for object_store, vLLM's own
+    trainer engines (through its factory) for nccl and ipc."""
     if weight_sync == "object_store":
-        info: TrainerInitInfo = ObjectStoreTrainerInitInfo(rank=rank, chunk_bytes=chunk_mb << 20)
-    elif weight_sync == "nccl":
+        return ObjectStoreTrainerEngine.trainer_init(rank=rank, client=client, source=source, chunk_bytes=chunk_mb << 20)
+    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
+    from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+
+    class VllmSource(WeightSource):
+        def metadata(self) -> list[ParamMeta]:
+            return [ParamMeta(*meta) for meta in source.metadata()]
+
+        def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+            return iter(source)
+
+    if weight_sync == "nccl":
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
-        info = NCCLTrainerInitInfo(rank=rank, master_address=master_address, master_port=master_port, world_size=world_size)
+        info: Any = NCCLTrainerInitInfo(rank=rank, master_address=master_address, master_port=master_port, world_size=world_size)
     elif weight_sync == "ipc":
         from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
 
         info = IPCTrainerInitInfo(rank=rank, packed=True)
     else:
         raise ValueError(f"unknown rollout.weight_sync={weight_sync!r}")
-    return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
-
+    return WeightTransferTrainerFactory.trainer_init(info, client=client, source=VllmSource())
