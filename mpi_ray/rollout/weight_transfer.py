@@ -197,8 +197,9 @@ class EnginePoolClient:
     """nccl / ipc: the four calls fan out to every rollout engine actor. vLLM's RayVLLMWeightSyncClient
     sends one init to all handles, made for data-parallel replicas of one engine; these are separate
     engines, so each gets its own rank offset in the transfer group (trainer rank 0, then each engine's
-    tensor-parallel workers in turn). The update runs in each engine as one actor call after `start`, so
-    no rollout can slip in between."""
+    tensor-parallel workers in turn). The four calls reach the engines as separate actor calls; nothing
+    samples in between because with rollout.max_staleness 0 (required) the producer waits for this version.
+    """
 
     def __init__(self, engines: list[Any], workers_per_engine: int, colocated: bool = False) -> None:
         self.engines = engines
