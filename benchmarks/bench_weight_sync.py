@@ -35,7 +35,7 @@ from mpi_ray.config.schema import RolloutConfig
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.tiny import build_tiny
 from mpi_ray.rollout.engine import RolloutEngine
-from mpi_ray.rollout.weight_transfer import ObjectStoreUpdateInfo, StateDictSource, pack, plan_chunks
+from mpi_ray.rollout.weight_transfer import StateDictSource, trainer_engine
 
 
 def _old_worker_load(worker: Any, payload: bytes) -> int:
@@ -107,15 +107,28 @@ def learner_old(model: torch.nn.Module) -> tuple[list[Any], float]:
     return wrapped, time.perf_counter() - start
 
 
-def learner_new(model: torch.nn.Module, chunk_mb: int) -> tuple[dict[str, Any], float]:
-    from dataclasses import asdict
+class Captured:
+    """A client that keeps the update info (the buffer's role in RL), so the engine can take it after."""
 
+    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+        return None
+
+    def start_weight_update(self) -> None:
+        return None
+
+    def update_weights(self, update_info: dict[str, Any]) -> None:
+        self.update_info = update_info
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        return None
+
+
+def learner_new(model: torch.nn.Module, chunk_mb: int) -> tuple[dict[str, Any], float]:
+    """The RL learner's own trainer engine (pack, put), its client capturing the update."""
+    client = Captured()
     start = time.perf_counter()
-    source = StateDictSource(model)
-    tensors = dict(iter(source))
-    chunks = [{"ref": [ray.put(pack(layout, [tensors[n] for n in layout.names]))], "layout": asdict(layout)}
-              for layout in plan_chunks(source.metadata(), chunk_mb << 20)]
-    return asdict(ObjectStoreUpdateInfo(chunks)), time.perf_counter() - start
+    trainer_engine("object_store", 0, client, StateDictSource(model), chunk_mb=chunk_mb).send_weights()
+    return client.update_info, time.perf_counter() - start
 
 
 def main() -> None:

@@ -158,7 +158,8 @@ class ObjectStoreTrainerEngine:
             return
         tensors = dict(iter(self.source))
         chunks = []
-        for layout in plan_chunks(self.source.metadata(), self.chunk_bytes):
+        meta = [TensorMeta(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in tensors.items()]
+        for layout in plan_chunks(meta, self.chunk_bytes):
             flat = pack(layout, [tensors[name] for name in layout.names])
             chunks.append({"ref": [ray.put(flat)], "layout": asdict(layout)})
             del flat
