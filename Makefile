@@ -28,10 +28,10 @@ env: $(SYNCED)
 
 # The default environment plus the peer frameworks the benchmarks compare against (TRL).
 bench-env: $(SYNCED)
-	$(UV) sync --frozen --extra $(EXTRA) --group bench
+	$(UV) sync --frozen --compile-bytecode --extra $(EXTRA) --group bench
 
-$(SYNCED): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra $(EXTRA)
+$(SYNCED): pyproject.toml uv.lock Makefile | $(UV)
+	$(UV) sync --frozen --compile-bytecode --extra $(EXTRA)
 	touch $@
 
 # uv is bootstrapped from the package index when the machine does not have it.

@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig
-
 from mpi_ray.data.clevr_policy.general import GENERAL_DATASET
 from mpi_ray.data.encode import BadSample, Encoder
 from mpi_ray.data.formats import with_format_instruction
@@ -93,6 +91,8 @@ class PromptBuilder:
 
 def model_context(model_path: str) -> int:
     """Positions the model takes (text config), the most any prompt + response can use."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(model_path, **({"local_files_only": True} if Path(model_path).is_dir() else {}))
     return int(getattr(config, "text_config", config).max_position_embeddings)
 

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import ray
-import torch
 from PIL import Image
 
 from mpi_ray.config.schema import RolloutConfig
@@ -64,6 +63,8 @@ class RolloutEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         if cfg.engine_core_in_process:  # read when vllm is imported
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        import torch  # here, not at the top: the producer and eval drivers import this module and need no torch
+
         if not torch.cuda.is_available():
             drop_cpu_start_notes()
         from vllm import LLM
