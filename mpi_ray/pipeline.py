@@ -8,6 +8,7 @@ inputs of the stages after it.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,10 +69,26 @@ def load_earlier_outputs(ctx: StageContext, stages: list[str]) -> None:
             ctx.outputs.update(done["outputs"])
 
 
+def reenter(directory: str) -> None:
+    """Make `directory` the working directory again if the one the process is in was deleted.
+
+    Ray's runtime-env agent unpacks a job's working_dir afresh (rmtree, then unzip to the same path)
+    when an actor with a new env over the same package starts on a node that shares the path, e.g. a
+    second raylet on the same machine. The driver, started in that folder, is then left in a deleted
+    directory: every later `os.getcwd()` raises (transformers calls it on import), relative paths no
+    longer resolve. The same path holds the same files again, so going back in is enough."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        os.chdir(directory)
+
+
 def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
     """Run stages in order, skipping completed ones."""
     load_earlier_outputs(ctx, stages)
+    home = os.getcwd()
     for stage in stages:
+        reenter(home)
         done = ctx.run.completed(stage)
         if done:
             ctx.outputs.update(done["outputs"])

@@ -25,7 +25,7 @@ from mpi_ray.data.formats import FORMAT_INSTRUCTION, policy_segments
 from mpi_ray.data.schema import POLICY_IMAGE_MARK
 from mpi_ray.data.shards import read_manifest, read_split
 
-SMALL = dict(depth=4, policies=3, train_per_policy=20, test=12, general=8, seed=5)
+SMALL = dict(depth=4, policies=3, train_per_policy=20, test=12, val=6, general=8, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +157,25 @@ def test_t_and_m_share_trees_and_scenes(datasets: dict[str, Path]) -> None:
 def test_manifest_reports_counts_labels_and_lengths(datasets: dict[str, Path]) -> None:
     manifest = read_manifest(datasets["T"])
     train = read_split(datasets["T"], "train")
-    assert manifest["counts"] == {"train": 60, "test": 12, "override": 12, "general": 8}
+    assert manifest["counts"] == {"train": 60, "val": 6, "test": 12, "override": 12, "general": 8}
     assert manifest["splits"]["train"]["label_distribution"] == dict(Counter(r["answer"] for r in train))
     assert manifest["splits"]["train"]["with_cot"] == sum(r["cot"] is not None for r in train)
     assert manifest["policy_length_unit"].startswith("characters")
     assert [p["policy_length"] for p in manifest["policies"]] == [len(p.document.text) for p in make_policies(GeneratorConfig(variant="T", **SMALL))]
     assert all(p["leaves"] == 16 for p in manifest["policies"])
+
+
+def test_the_validation_split_is_held_out_like_test_and_leaves_every_other_split_unchanged(
+        tmp_path: Path, datasets: dict[str, Path]) -> None:
+    val, test = read_split(datasets["T"], "val"), read_split(datasets["T"], "test")
+    assert len(val) == 6 and all(r["split"] == "val" and r["cot"] is None for r in val)
+    assert {r["policy_name"] for r in val} == {r["policy_name"] for r in test}  # every policy, like test
+    scenes = {bytes(r["images"][0]) for r in read_split(datasets["T"], "train") + test}
+    assert not {bytes(r["images"][0]) for r in val} & scenes
+    generate(GeneratorConfig(variant="T", **{**SMALL, "val": 0}), tmp_path)  # its own stream: the rest is unchanged
+    for split in ("train", "test", "override", "general"):
+        assert read_split(tmp_path, split) == read_split(datasets["T"], split), split
+    assert not list(tmp_path.glob("val-*.parquet"))
 
 
 def test_same_seed_same_bytes(tmp_path: Path, datasets: dict[str, Path]) -> None:
@@ -190,7 +203,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "--test", "4", "--general", "2", "--image-size", "96x64", "--seed", "3"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["counts"] == {"train": 8, "test": 4, "override": 4, "general": 2}
+    assert summary["counts"] == {"train": 8, "val": 0, "test": 4, "override": 4, "general": 2}
     record = read_split(tmp_path, "train")[0]
     assert Image.open(io.BytesIO(record["images"][0])).size == (96, 64)
     assert Image.open(io.BytesIO(record["policy_images"][0])).size == (64, 64)

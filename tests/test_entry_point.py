@@ -120,6 +120,29 @@ def test_a_base_model_inside_a_jobs_uploaded_working_dir_is_kept_in_the_run_dir(
     assert model_stage.run(StageContext(cfg, RunDir.create(cfg))) == {"model": str(REPO / "models" / "tiny-base-xs")}
 
 
+def test_a_driver_whose_working_dir_was_unpacked_afresh_goes_back_in(tmp_path: Path) -> None:
+    """Seen in the pipeline test: Ray's runtime-env agent re-unpacked the job's working_dir under the
+    running driver (rmtree + unzip to the same path), and the eval stage's first transformers import
+    failed in os.getcwd(). run_stages re-enters the path before each stage."""
+    import shutil
+
+    from mpi_ray.pipeline import reenter
+
+    unpacked, before = tmp_path / "_ray_pkg_1", os.getcwd()
+    unpacked.mkdir()
+    try:
+        os.chdir(unpacked)
+        shutil.rmtree(unpacked)
+        unpacked.mkdir()  # the same path, a new directory
+        (unpacked / "config.yaml").write_text("x")
+        reenter(str(unpacked))
+        assert os.getcwd() == str(unpacked) and Path("config.yaml").read_text() == "x"
+        reenter("/nonexistent")  # a live working directory is left alone
+        assert os.getcwd() == str(unpacked)
+    finally:
+        os.chdir(before)
+
+
 def test_job_output_into_a_file_or_pipe_carries_no_colour_codes() -> None:
     """Ray colours its "[repeated Nx across cluster]" notes even into a file; a job's output is stripped."""
     script = "import sys; sys.path.insert(0, 'jobs'); import _bootstrap; print('\\x1b[32m [repeated 3x across cluster]\\x1b[0m')"

@@ -161,6 +161,21 @@ def test_suites_build_the_right_prompts(clevr_dir: Path, tiny_model_dir: Path) -
     assert spread(list(range(10)), 4) == [0, 2, 5, 7]
 
 
+def test_eval_split_val_scores_the_validation_scenes_and_a_set_without_them_says_so(tmp_path: Path) -> None:
+    from mpi_ray.data.clevr_policy.__main__ import main
+
+    out = tmp_path / "data"
+    assert main(["--depth", "2", "--variant", "T", "--out", str(out), "--policies", "2", "--train-per-policy", "4",
+                 "--test", "4", "--val", "4", "--general", "2", "--image-size", "64", "--seed", "1"]) == 0
+    val = suite_rows(str(out), ["policy_free", "in_context", "override"], None, None, policy_split="val")
+    test = suite_rows(str(out), ["policy_free", "override"], None, None)
+    assert {r["split"] for r in val["policy_free"] + val["in_context"]} == {"val"}
+    assert {r["split"] for r in test["policy_free"]} == {"test"}
+    assert val["override"] == test["override"]  # the override suite keeps its own split
+    with pytest.raises(ValueError, match="no val split"):
+        suite_rows(str(out.parent / "none"), ["policy_free"], None, None, policy_split="val")
+
+
 def test_a_prompt_that_cannot_be_served_is_skipped_and_counted(clevr_dir: Path, tiny_model_dir: Path) -> None:
     """Issue 18: a 97,535-token policy or a 1x600 image used to reach vLLM, which refused the whole batch."""
     import io

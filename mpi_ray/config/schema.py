@@ -64,6 +64,7 @@ class ClevrDataConfig(Section):
     policies: int = Field(10, ge=1)
     train_per_policy: int = Field(40, ge=1)
     test: int = Field(200, ge=1)
+    val: int = Field(200, ge=0)  # validation scenes (their own stream): choose hyper-parameters with eval.split=val
     general: int = Field(100, ge=0)  # policy-free attribute questions (the forgetting check)
     general_replay: int = Field(0, ge=0)  # such questions with a CoT in the train split, replayed by CoT-SFT only
     cot_fraction: float = Field(0.125, gt=0.0, le=1.0)
@@ -256,6 +257,9 @@ class EvalConfig(Section):
         "policy_free", "in_context", "override", "referral", "efficiency", "forgetting",
     ]
     max_samples: int | None = Field(200, ge=1)  # per suite and split
+    # The policy questions' split for policy_free and in_context: "val" while choosing hyper-parameters
+    # (ClevrPolicy's validation scenes), "test" for the figures a report states
+    split: Literal["test", "val"] = "test"
     max_response_len: int = Field(512, ge=1)
     # The stage table: checkpoints of these stages (when the run made them) are evaluated too; the base
     # model ("model") gives the in-context row, the final checkpoint gets every suite.

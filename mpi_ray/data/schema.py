@@ -19,7 +19,7 @@ SAMPLE_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("dataset", pa.string(), nullable=False),  # e.g. "clevr_policy-T-N6", "gta_policy"
-        pa.field("split", pa.string(), nullable=False),  # train | test | override | general
+        pa.field("split", pa.string(), nullable=False),  # train | val | test | override | general
         pa.field("policy_name", pa.string(), nullable=False),
         pa.field("policy_text", pa.string(), nullable=False),
         pa.field("policy_images", pa.list_(pa.binary()), nullable=False),  # PNG bytes

@@ -158,6 +158,14 @@ def _skipped(results: dict[str, Any]) -> list[str]:
     return ["Skipped (not scored, not counted in the figures above):", "", *lines, ""] if lines else []
 
 
+def _split_note(results: dict[str, Any]) -> list[str]:
+    """A report scored on the validation split says so above its table: those are not test figures."""
+    if results.get("split", "test") == "test":
+        return []
+    return [f"**Scored on the {results['split']} split** (eval.split={results['split']}: for choosing hyper-parameters; "
+            "not test figures).", ""]
+
+
 def write_report(run: Path, results: dict[str, Any]) -> Path:
     plots = run / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -167,7 +175,7 @@ def write_report(run: Path, results: dict[str, Any]) -> Path:
     lines = [f"# TriMPI report: {results['run']}", "",
              f"Dataset {results['dataset']}; greedy decoding, at most {results['max_response_len']} response tokens; "
              "accuracy in %. The base model is shown with the policy in context (the in-context baseline); "
-             "every trained checkpoint without it (the MPI setting).", "", *stage_table(results), ""]
+             "every trained checkpoint without it (the MPI setting).", "", *_split_note(results), *stage_table(results), ""]
     if in_context is not None:
         lines += [f"The final model with the policy put back in context (paper Table 4): {_pct(in_context)}.", ""]
     lines += _skipped(results)

@@ -75,7 +75,7 @@ class Planned:
 
 
 def plan_checkpoint(cfg: PipelineConfig, checkpoint: str, data_dir: str, suites: list[str], name: str, label: str) -> Planned:
-    rows = suite_rows(data_dir, suites, cfg.eval.max_samples, cfg.eval.general_jsonl)
+    rows = suite_rows(data_dir, suites, cfg.eval.max_samples, cfg.eval.general_jsonl, cfg.eval.split)
     max_prompt_tokens = model_context(checkpoint) - cfg.eval.max_response_len
     requests, skipped = build_requests(checkpoint, rows, cfg.eval.efficiency_samples if "efficiency" in suites else None,
                                        max_prompt_tokens, cfg.model.min_pixels, cfg.model.max_pixels)

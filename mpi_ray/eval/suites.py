@@ -59,13 +59,20 @@ def has_split(data_dir: str, split: str) -> bool:
         return False
 
 
-def suite_rows(data_dir: str, suites: list[str], limit: int | None, general_jsonl: str | None) -> dict[str, list[dict[str, Any]]]:
-    """The samples each generation suite runs on; a suite whose split the data lacks is left out."""
+def suite_rows(data_dir: str, suites: list[str], limit: int | None, general_jsonl: str | None,
+               policy_split: str = "test") -> dict[str, list[dict[str, Any]]]:
+    """The samples each generation suite runs on; a suite whose split the data lacks is left out.
+    `policy_split` ("test" or "val") is where policy_free and in_context read their questions."""
+    if policy_split != "test" and not has_split(data_dir, policy_split):
+        raise ValueError(f"eval.split={policy_split}, but {data_dir} has no {policy_split} split "
+                         "(ClevrPolicy writes one with data.clevr.val > 0)")
     rows: dict[str, list[dict[str, Any]]] = {}
     for suite in suites:
         if suite not in GENERATION_SUITES:
             continue
         split = GENERATION_SUITES[suite][0]
+        if split == "test":
+            split = policy_split
         if suite == "forgetting" and general_jsonl:
             rows[suite] = spread(general_jsonl_rows(general_jsonl), limit)
         elif has_split(data_dir, split):

@@ -65,7 +65,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     final = plan[-1][0]
     results = {
         "run": ctx.cfg.run.name, "dataset": summaries[final]["dataset"], "final": final, "checkpoints": summaries,
-        "max_response_len": ctx.cfg.eval.max_response_len,
+        "max_response_len": ctx.cfg.eval.max_response_len, "split": ctx.cfg.eval.split,
         "forgetting_benchmark": ctx.cfg.eval.general_jsonl or "the data's general split",
         "engine_startup_s": round(engine_startup_s, 1),
     }

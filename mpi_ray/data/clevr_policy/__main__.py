@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-per-policy", type=int, default=defaults.train_per_policy,
                         help="training images per policy (>= the leaves of each tree)")
     parser.add_argument("--test", type=int, default=defaults.test, help="test instances over all policies")
+    parser.add_argument("--val", type=int, default=defaults.val,
+                        help="validation instances over all policies, for choosing hyper-parameters (eval.split=val)")
     parser.add_argument("--general", type=int, default=defaults.general, help="policy-free attribute questions")
     parser.add_argument("--general-replay", type=int, default=defaults.general_replay,
                         help="policy-free questions with a CoT in the train split (CoT-SFT replay; 0: the paper's setting)")
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         policies=args.policies,
         train_per_policy=args.train_per_policy,
         test=args.test,
+        val=args.val,
         general=args.general,
         general_replay=args.general_replay,
         cot_fraction=args.cot_fraction,

@@ -26,7 +26,7 @@ from mpi_ray.data.clevr_policy.scene import kinds_of, sample_scene
 from mpi_ray.data.clevr_policy.tree import DecisionTree, evaluate, sample_tree, tree_to_dict
 from mpi_ray.data.shards import MANIFEST, write_manifest, write_shards
 
-SPLITS = ("train", "test", "override", "general")
+SPLITS = ("train", "val", "test", "override", "general")
 VARIANTS = ("T", "M")
 
 
@@ -37,6 +37,7 @@ class GeneratorConfig:
     policies: int = 10
     train_per_policy: int = 64  # >= the leaves of a depth-6 tree (40), so every leaf is covered
     test: int = 200  # test instances over all policies; override reuses these scenes
+    val: int = 0  # held-out instances for choosing hyper-parameters (eval.split=val), never the test scenes
     general: int = 100  # policy-free attribute questions
     # Policy-free questions with a CoT in the train split, for CoT-SFT to replay the base's perception
     # task (fresh scenes, never the general split's); 0 is the paper's setting.
@@ -66,7 +67,8 @@ class GeneratorConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
-        for key, value in {"test": self.test, "general": self.general, "general_replay": self.general_replay}.items():
+        for key, value in {"test": self.test, "val": self.val, "general": self.general,
+                           "general_replay": self.general_replay}.items():
             if value < 0:
                 raise ValueError(f"{key} must be >= 0, got {value}")
         if self.crop_size != 0 and self.crop_size < 32:
@@ -193,10 +195,11 @@ def _cot_positions(config: GeneratorConfig, policy_index: int, count: int) -> li
     return stream_rng(config, "cot", policy_index).sample(range(count), round(config.cot_fraction * count))
 
 
-def test_rows(config: GeneratorConfig, test: Sequence[Instance]) -> SplitRows:
+def test_rows(config: GeneratorConfig, test: Sequence[Instance], split: str = "test") -> SplitRows:
+    """Held-out policy questions without a CoT: the test split, or the validation split alike."""
     for number, instance in enumerate(test):
         question = POLICY_QUESTION.format(name=instance.policy.name)
-        record = policy_record(config.dataset, config.variant, "test", _sample_id(config, "test", number), instance,
+        record = policy_record(config.dataset, config.variant, split, _sample_id(config, split, number), instance,
                                question, with_cot=False)
         yield record, instance.policy.policy_id, instance.sampled_by
 
@@ -266,11 +269,14 @@ def generate(
     train = sample_split(config, policies, "train", [config.train_per_policy] * len(policies))
     test_counts = [split_count(config.test, len(policies), index) for index in range(len(policies))]
     test = [instance for _, _, instance in interleave(sample_split(config, policies, "test", test_counts))]
+    val_counts = [split_count(config.val, len(policies), index) for index in range(len(policies))]
+    val = [instance for _, _, instance in interleave(sample_split(config, policies, "val", val_counts))]
     prepare_out_dir(out, overwrite)
 
     tallies = {split: SplitTally() for split in SPLITS}
     sources = {
         "train": itertools.chain(train_rows(config, train), general_rows(config, "train")),
+        "val": test_rows(config, val, "val"),
         "test": test_rows(config, test),
         "override": override_rows(config, test, overrides),
         "general": general_rows(config),
