@@ -25,9 +25,14 @@ import psutil, ray
 
 print(connect(load_config(None, ["resources.cluster_cpus=2", "rollout.engines=1", "resources.learner_workers=1"])))
 assert ray.get(ray.remote(lambda x: x * x).remote(7)) == 49
-tree = psutil.Process().children(recursive=True)
-listening = sorted({(proc.name(), conn.laddr.ip, conn.laddr.port) for proc in tree for conn in proc.net_connections("inet")
-                    if conn.status == psutil.CONN_LISTEN})
+def listening_sockets(proc):
+    try:  # a short-lived child (a worker starting or leaving) may be gone by now
+        return [(proc.name(), conn.laddr.ip, conn.laddr.port) for conn in proc.net_connections("inet")
+                if conn.status == psutil.CONN_LISTEN]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+listening = sorted({sock for proc in psutil.Process().children(recursive=True) for sock in listening_sockets(proc)})
 nodes = [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
 print("RESULT " + json.dumps({"listening": listening, "nodes": nodes}))
 ray.shutdown()
