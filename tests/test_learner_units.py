@@ -11,7 +11,7 @@ import torch
 from mpi_ray.config.schema import LoraConfig
 from mpi_ray.train.losses import IGNORE, masked_lm_loss
 from mpi_ray.train.lora import apply_lora, merged
-from mpi_ray.train.plan import make_plan
+from mpi_ray.train.plan import make_plan, stream_chunks
 from mpi_ray.train.schedule import lr_lambda
 
 
@@ -52,6 +52,14 @@ def test_plan_is_equal_per_rank_deterministic_and_covers_each_epoch() -> None:
     assert make_plan(ids, 2, 3, 2, seed=7, max_micro_steps=4).total_micro_steps == 4
     with pytest.raises(ValueError, match="cannot give 4 workers"):
         make_plan(ids[:5], world=4, micro_batch=2, epochs=1, seed=0, max_micro_steps=None)
+
+
+def test_an_epoch_is_cut_into_streams_of_whole_batches_in_order() -> None:
+    ids = [f"s{i:02d}" for i in range(23)]
+    chunks = stream_chunks(ids, chunk_rows=5, micro_batch=3)  # 5 rows -> 6, two whole batches
+    assert [len(c) for c in chunks] == [6, 6, 6, 5] and sum(chunks, []) == ids
+    assert stream_chunks(ids, chunk_rows=512, micro_batch=4) == [ids]
+    assert all(len(c) % 4 == 0 for c in stream_chunks(ids[:20], 1, 4))
 
 
 def test_schedule_warms_up_then_decays() -> None:

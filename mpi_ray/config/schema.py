@@ -84,6 +84,9 @@ class DataConfig(Section):
     clevr: ClevrDataConfig = ClevrDataConfig()
     gta: GtaDataConfig = GtaDataConfig()
     on_bad_sample: Literal["skip", "fail"] = "skip"
+    # Rows per Ray Data stream of a learner rank's epoch (rounded up to whole batches); see
+    # mpi_ray/train/plan.py stream_chunks for why an epoch is not one stream
+    stream_chunk_rows: int = Field(512, ge=1)
 
 
 class LoraConfig(Section):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from mpi_ray.data.encode import BadSample, Encoder
@@ -103,10 +104,10 @@ class EncodeBatch:
         return row
 
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
+        if self.keep_ids is not None:  # before to_pylist: a rank's stream reads every shard and keeps its rows
+            batch = batch.filter(pc.is_in(batch["sample_id"], value_set=pa.array(sorted(self.keep_ids), pa.string())))
         rows = []
         for sample in batch.to_pylist():
-            if self.keep_ids is not None and sample.get("sample_id") not in self.keep_ids:
-                continue
             try:
                 row = self.encode(sample)
             except Exception as exc:

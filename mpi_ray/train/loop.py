@@ -1,7 +1,7 @@
 """The learner loop each Ray Train worker runs for CPT and SFT (TorchTrainer, Train V2).
 
 Data: the driver assigns every rank an equal, seeded list of rows per epoch (`plan.py`), delivered
-as its own Ray Data stream; rows keep shard order, so a rank's stream is the same on every run and a
+as its own Ray Data streams of at most `data.stream_chunk_rows` rows; rows keep shard order, so a rank's stream is the same on every run and a
 resumed run skips exactly the micro-batches it had consumed. Checkpoints hold weights, optimizer,
 scheduler, the micro-step, and each rank's RNG state.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray.train
 import torch
@@ -48,7 +49,7 @@ class LearnerJob:
     seed: int
     threads: int = 1
     fail_at_micro_step: int | None = None  # tests: the last rank dies once, in the micro-step after this one
-    dataset_names: list[list[str]] = field(default_factory=list)  # [epoch][rank]
+    dataset_names: list[list[list[str]]] = field(default_factory=list)  # [epoch][rank] -> its streams, in order
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,12 +106,7 @@ def learner_loop(config: dict[str, Any]) -> None:
         if micro_step >= min(epoch_start + job.micro_steps_per_epoch, job.total_micro_steps):
             continue
         skip = micro_step - epoch_start
-        shard = ray.train.get_dataset_shard(job.dataset_names[epoch][rank])
-        # The same seed gives the same order on a restart (the loop skips the steps already done)
-        batches = shard.iter_batches(batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True,
-                                     local_shuffle_buffer_size=stage_cfg.shuffle_buffer or None,
-                                     local_shuffle_seed=job.seed * 10_000 + epoch * 100 + rank)
-        iterator = iter(batches)
+        iterator = _epoch_batches(job.dataset_names[epoch][rank], stage_cfg, job.seed, epoch, rank)
         for index in range(job.micro_steps_per_epoch):
             if micro_step >= job.total_micro_steps:
                 break
@@ -134,6 +130,30 @@ def learner_loop(config: dict[str, Any]) -> None:
             _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, pace, checkpoint_every, metrics_log)
     order_log.close()
     export_hf(job.out_dir, job.model_path, strategy, rank)
+
+
+def _epoch_batches(names: list[str], stage_cfg: StageConfig, seed: int, epoch: int, rank: int) -> Iterator[dict[str, Any]]:
+    """A rank's epoch: its streams one after another, each drawn through its own seeded shuffle buffer
+    (the same seeds give the same order on a restart; the loop skips the steps already done).
+
+    Each stream is read to the end by a helper thread while the learner trains on the one before
+    (two streams' batches in memory at most): Ray Data's executor lives in this process until its
+    stream is consumed, and once its tasks are done it polls without waiting, taking the GIL from the
+    training thread (plan.stream_chunks has the measurement). Drained at encoding speed, a stream's
+    executor ends within a second or two, and training reads batches from a list."""
+    def drained(chunk: int, shard: Any) -> list[dict[str, Any]]:
+        return list(shard.iter_batches(
+            batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True,
+            local_shuffle_buffer_size=stage_cfg.shuffle_buffer or None,
+            local_shuffle_seed=seed * 10_000_000 + epoch * 100_000 + rank * 1_000 + chunk))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-stream") as reader:
+        pending = reader.submit(drained, 0, ray.train.get_dataset_shard(names[0])) if names else None
+        for chunk in range(len(names)):
+            batches = pending.result()
+            if chunk + 1 < len(names):
+                pending = reader.submit(drained, chunk + 1, ray.train.get_dataset_shard(names[chunk + 1]))
+            yield from batches
 
 
 def _die_once(out: Path, rank: int, micro_step: int) -> None:

@@ -16,7 +16,7 @@ from mpi_ray.config.schema import PipelineConfig, StageConfig
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.train import checkpoint
 from mpi_ray.train.loop import LearnerJob, learner_loop
-from mpi_ray.train.plan import eligible_ids, make_plan
+from mpi_ray.train.plan import eligible_ids, make_plan, stream_chunks
 
 
 def scaling(cfg: PipelineConfig, workers: int) -> ScalingConfig:
@@ -59,13 +59,14 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
     spec = StreamSpec(stage="cpt" if stage == "cpt" else "sft", model_path=model_path, target=target,
                       min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
                       max_seq_len=stage_cfg.max_seq_len, on_bad_sample=cfg.data.on_bad_sample)
-    datasets, names = {}, []
+    datasets, names = {}, []  # names[epoch][rank]: that rank's streams of the epoch, read one after another
     for epoch, ranks in enumerate(plan.assignments):
         names.append([])
         for rank, rank_ids in enumerate(ranks):
-            name = f"e{epoch}_r{rank}"
-            datasets[name] = stage_dataset(data_dir, "train", spec, errors, sample_ids=rank_ids)
-            names[-1].append(name)
+            chunks = stream_chunks(rank_ids, cfg.data.stream_chunk_rows, stage_cfg.batch_size_per_worker)
+            for chunk, chunk_ids in enumerate(chunks):
+                datasets[f"e{epoch}_r{rank}_c{chunk}"] = stage_dataset(data_dir, "train", spec, errors, sample_ids=chunk_ids)
+            names[-1].append([f"e{epoch}_r{rank}_c{chunk}" for chunk in range(len(chunks))])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     job = LearnerJob(
