@@ -63,7 +63,7 @@ class RolloutEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         if cfg.engine_core_in_process:  # read when vllm is imported
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        import torch  # here, not at the top: the producer and eval drivers import this module and need no torch
+        import torch  # here, not at the top: eval's driver imports this module and needs no torch
 
         if not torch.cuda.is_available():
             drop_cpu_start_notes()

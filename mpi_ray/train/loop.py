@@ -1,8 +1,9 @@
 """The learner loop each Ray Train worker runs for CPT and SFT (TorchTrainer, Train V2).
 
 Data: the driver assigns every rank an equal, seeded list of rows per epoch (`plan.py`), delivered
-as its own Ray Data streams of at most `data.stream_chunk_rows` rows; rows keep shard order, so a rank's stream is the same on every run and a
-resumed run skips exactly the micro-batches it had consumed. Checkpoints hold weights, optimizer,
+as its own Ray Data streams of at most `data.stream_chunk_rows` rows; rows keep shard order, so a
+rank's epoch is the same on every run and a resumed run skips exactly the micro-batches it had
+consumed. Checkpoints hold weights, optimizer,
 scheduler, the micro-step, and each rank's RNG state.
 """
 
