@@ -2,7 +2,9 @@
 
 The stages and their order are schema.STAGES; stage <name> is the module mpi_ray.stages.<name>, with
 `describe(ctx) -> str` and `run(ctx) -> outputs`; a stage's outputs (e.g. {"model": path}) become the
-inputs of the stages after it.
+inputs of the stages after it. A stage may also have `start_ahead(ctx)`, called as the stage before it
+starts: what it returns (with a `release()`) waits in ctx.ahead[<name>] for the stage's run, and is
+released at the end if the stage did not take it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class StageContext:
     cfg: PipelineConfig
     run: RunDir
     outputs: dict[str, Any] = field(default_factory=dict)  # merged outputs of the stages so far
+    ahead: dict[str, Any] = field(default_factory=dict)  # what a stage started while the one before it ran
 
     def current_model(self) -> str:
         """The newest model: the last stage's HF export, else the base model."""
@@ -85,9 +88,27 @@ def reenter(directory: str) -> None:
 
 def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
     """Run stages in order, skipping completed ones."""
+    try:
+        _run_in_order(ctx, stages, log)
+    finally:
+        for started in ctx.ahead.values():
+            if started is not None:
+                started.release()
+        ctx.ahead.clear()
+
+
+def _start_next_ahead(ctx: StageContext, upcoming: list[str]) -> None:
+    """The next stage that will run, if it starts something ahead (stage.start_ahead)."""
+    following = next((stage for stage in upcoming if not ctx.run.completed(stage)), None)
+    starter = getattr(stage_module(following), "start_ahead", None) if following else None
+    if starter is not None and following not in ctx.ahead:
+        ctx.ahead[following] = starter(ctx)
+
+
+def _run_in_order(ctx: StageContext, stages: list[str], log) -> None:
     load_earlier_outputs(ctx, stages)
     home = os.getcwd()
-    for stage in stages:
+    for index, stage in enumerate(stages):
         reenter(home)
         done = ctx.run.completed(stage)
         if done:
@@ -97,6 +118,7 @@ def run_stages(ctx: StageContext, stages: list[str], log=print) -> None:
         module = stage_module(stage)
         log(f"[{stage}] {module.describe(ctx)}")
         start = time.time()
+        _start_next_ahead(ctx, stages[index + 1:])
         outputs = module.run(ctx)
         ctx.outputs.update(outputs)
         ctx.run.mark_done(stage, outputs, time.time() - start)

@@ -99,7 +99,9 @@ def test_overrides_parse_yaml_scalars() -> None:
         (["rollout.engine_core_in_process=false"], ["weight_sync=object_store", "engine_core_in_process=true"]),
         (["resources.use_gpu=true", "resources.cluster_gpus=4", "resources.gpus_per_learner=1", "resources.gpus_per_engine=1",
           "rollout.weight_sync=ipc", "rollout.max_staleness=1"], ["weight_sync=ipc", "max_staleness=0"]),
-        (["rollout.colocate=true"], ["rollout.colocate=true", "no sleep mode"]),
+        (["rollout.colocate=true"], ["rollout.colocate=true", "no sleep mode", "rollout.prestart"]),
+        (["resources.use_gpu=true", "resources.cluster_gpus=4", "resources.gpus_per_learner=1", "resources.gpus_per_engine=1",
+          "rollout.tensor_parallel=2"], ["rollout.prestart starts single-device engines", "set rollout.prestart=false"]),
         (["resources.use_gpu=true", "resources.cluster_gpus=4", "resources.gpus_per_learner=1", "resources.gpus_per_engine=0.5",
           "rollout.colocate=true", "rollout.max_staleness=1"], ["max_staleness=0", "gpus_per_learner=1.0 + gpus_per_engine=0.5"]),
         # every cross-field problem at once

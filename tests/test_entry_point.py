@@ -177,3 +177,54 @@ def test_quieted_ray_loggers_stay_quiet_after_ray_trains_logging_config() -> Non
         finally:
             logger.removeHandler(handler)
         assert seen == ["a real failure"], name
+
+
+def test_a_stage_started_ahead_runs_beside_the_one_before_and_is_released_if_unclaimed(
+        tmp_path: Path, monkeypatch) -> None:
+    """rollout.prestart's plumbing: `start_ahead` of the next stage to run is called as the stage before
+    it starts (not earlier, and not for a stage already done), its result reaches that stage, and what
+    no stage claimed is released when the run stops, also on a failure."""
+    import types
+
+    import pytest
+
+    from mpi_ray import pipeline
+    from mpi_ray.config import load_config
+    from mpi_ray.pipeline import StageContext, run_stages
+    from mpi_ray.run_dir import RunDir
+
+    events: list[str] = []
+
+    class Started:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def release(self) -> None:
+            events.append(f"release {self.name}")
+
+    def module(name: str, fail: bool = False, ahead: bool = False) -> types.SimpleNamespace:
+        def run(ctx: StageContext) -> dict:
+            events.append(f"run {name} with {getattr(ctx.ahead.pop(name, None), 'name', None)}")
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            return {}
+
+        def start_ahead(ctx: StageContext) -> Started:
+            events.append(f"start {name} ahead")
+            return Started(name)
+
+        return types.SimpleNamespace(describe=lambda ctx: name, run=run, **({"start_ahead": start_ahead} if ahead else {}))
+
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"run.dir={tmp_path / 'run'}"])
+    stages = {"sft": module("sft"), "rl": module("rl", ahead=True), "eval": module("eval")}
+    monkeypatch.setattr(pipeline, "stage_module", lambda name: stages[name])
+    monkeypatch.setattr(pipeline, "publish_stage", lambda *args: None)
+    run_stages(StageContext(cfg, RunDir.create(cfg)), ["sft", "rl", "eval"], log=lambda line: None)
+    assert events == ["start rl ahead", "run sft with None", "run rl with rl", "run eval with None"]
+
+    events.clear()  # the stage before fails: the engines started ahead are released
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"run.dir={tmp_path / 'run2'}"])
+    stages["sft"] = module("sft", fail=True)
+    with pytest.raises(RuntimeError, match="sft failed"):
+        run_stages(StageContext(cfg, RunDir.create(cfg)), ["sft", "rl", "eval"], log=lambda line: None)
+    assert events == ["start rl ahead", "run sft with None", "release rl"]

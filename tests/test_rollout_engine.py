@@ -97,6 +97,24 @@ def test_engine_logprobs_match_the_learner_and_samples_carry_logprobs(ray_local,
         assert all(logprob <= 0 for logprob in sample["logprobs"])
 
 
+def test_an_engine_started_from_one_checkpoint_takes_another_as_its_start_weights(ray_local, engine, tmp_path: Path,
+                                                                                   tiny_model_dir: Path) -> None:
+    """rollout.prestart: engines start from the stage before RL's input model, then RL installs its start
+    model in place; they must then score exactly as that model, still at version 0."""
+    from mpi_ray.model.loading import load_model, load_processor
+    from mpi_ray.model.tiny import build_tiny
+
+    ids = load_processor(tiny_model_dir).tokenizer(SEQUENCE)["input_ids"]
+    other = build_tiny(tmp_path / "seed2", size="xs", seed=2)
+    ray_local.get(engine.load_start_weights.remote(str(other)))
+    assert ray_local.get(engine.get_version.remote()) == 0
+    assert ray_local.get(engine.prompt_logprobs.remote(PROMPT)) == pytest.approx(
+        _hf_logprobs(load_model(other).eval(), ids), abs=2e-3)
+    ray_local.get(engine.load_start_weights.remote(str(tiny_model_dir)))  # back: the later tests expect it
+    assert ray_local.get(engine.prompt_logprobs.remote(PROMPT)) == pytest.approx(
+        _hf_logprobs(load_model(tiny_model_dir).eval(), ids), abs=2e-3)
+
+
 def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine, tmp_path: Path,
                                                              tiny_model_dir: Path) -> None:
     from mpi_ray.model.loading import load_model, load_processor
@@ -110,6 +128,8 @@ def test_after_a_sync_the_engine_samples_from_the_new_weights(ray_local, engine,
     assert after == pytest.approx(_hf_logprobs(new_model, ids), abs=2e-3)
     with pytest.raises(ray_local.exceptions.RayTaskError, match="not newer"):
         _sync(engine, new_model, 1)
+    with pytest.raises(ray_local.exceptions.RayTaskError, match="start weights come first"):
+        ray_local.get(engine.load_start_weights.remote(str(tiny_model_dir)))
 
     # eval's swap: the same engine takes a checkpoint folder from disk and scores as that model does
     assert ray_local.get(engine.load_checkpoint.remote(str(tiny_model_dir), 2)) == 2

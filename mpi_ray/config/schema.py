@@ -227,6 +227,9 @@ class RolloutConfig(Section):
     verify_sync: bool = True  # after each sync every engine's probe log-probs must match the learner's
     verify_sync_tol: float = Field(0.05, gt=0)  # max |engine - learner| log-prob per probe token
     max_engine_restarts: int = Field(3, ge=0)  # per step: a dead engine is replaced and its prompts re-issued
+    # Start the RL engines while the stage before RL trains (rollout/prestart.py): worth it where that stage
+    # leaves cores idle (one learner thread on CPU); on GPUs the engines would hold GPUs the learners need.
+    prestart: bool = False
 
 
 class LearnerConfig(Section):
@@ -369,6 +372,9 @@ def cross_field_problems(cfg: PipelineConfig) -> list[str]:
     if rollout.colocate and cfg.resources.use_gpu and res.gpus_per_engine + res.gpus_per_learner > 1:
         problems.append(f"rollout.colocate=true shares each GPU between a learner and an engine: resources.gpus_per_learner="
                         f"{res.gpus_per_learner} + gpus_per_engine={res.gpus_per_engine} must be <= 1")
+    if rollout.prestart and (rollout.tensor_parallel > 1 or rollout.colocate):
+        problems.append("rollout.prestart starts single-device engines beside the previous stage's learners: not with "
+                        "rollout.tensor_parallel > 1 or rollout.colocate=true; set rollout.prestart=false")
     if rollout.weight_sync == "object_store" and not rollout.engine_core_in_process and rollout.tensor_parallel == 1:
         problems.append("rollout.weight_sync=object_store reads the weights inside vLLM's worker, which must be a Ray "
                         "process: set rollout.engine_core_in_process=true, or use nccl/ipc on GPUs")

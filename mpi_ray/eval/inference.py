@@ -15,8 +15,6 @@ The engine is the rollout engine (same vLLM set-up, same image handling as RL sa
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ import ray
 from mpi_ray.cluster import engine_actor_options
 from mpi_ray.config.schema import PipelineConfig, RolloutConfig
 from mpi_ray.model.loading import image_bounds
-from mpi_ray.rollout.engine import RolloutEngine
+from mpi_ray.rollout.engine import RolloutEngine, engine_key
 
 BATCH = 32  # requests an engine answers in one vLLM call
 REQUEST_FIELDS = ("request_id", "checkpoint", "mode", "prompt", "images", "policy_prompt", "policy_images")
@@ -87,26 +85,6 @@ class EnginePredictor:
                 times[name].append(seconds)
         return {"prompt_tokens_free": tokens["free"], "prompt_tokens_policy": tokens["policy"],
                 "ttft_free_s": statistics.median(times["free"]), "ttft_policy_s": statistics.median(times["policy"])}
-
-
-def engine_key(model_path: str) -> str:
-    """What must agree for one engine to serve two checkpoints by swapping weights: the model config
-    (less names, dtype and versions) and the tokenizer."""
-    folder = Path(model_path)
-    config = _without_incidentals(json.loads((folder / "config.json").read_text()))
-    tokenizer = folder / "tokenizer.json"
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    digest.update(tokenizer.read_bytes() if tokenizer.exists() else b"")
-    return digest.hexdigest()
-
-
-INCIDENTAL_KEYS = ("_name_or_path", "dtype", "torch_dtype", "transformers_version")  # at any depth
-
-
-def _without_incidentals(config: Any) -> Any:
-    if isinstance(config, dict):
-        return {k: _without_incidentals(v) for k, v in config.items() if k not in INCIDENTAL_KEYS}
-    return config
 
 
 def engine_passes(checkpoints: list[str]) -> list[list[int]]:

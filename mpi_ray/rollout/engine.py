@@ -8,10 +8,13 @@ result carries the weight version it was sampled with.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -203,6 +206,15 @@ class RolloutEngine:
             self.llm.wake_up(sorted(waking) if tags else None)
             self.asleep -= waking
 
+    def load_start_weights(self, model_path: str) -> None:
+        """Replace the start weights (version 0) by those of another HF folder of the same architecture:
+        an engine started ahead from an earlier checkpoint (rollout.prestart) takes the RL stage's
+        start model. The same in-place reload as load_checkpoint; the version stays 0."""
+        if self.version != 0:
+            raise ValueError(f"the engine already holds weights v{self.version}: start weights come first")
+        self.llm.collective_rpc("load_checkpoint_files", args=(model_path,))
+        self._drop_caches()
+
     def _drop_caches(self) -> None:
         # Cached prefixes and the vision encoder's outputs: the scheduler's record of them must go too, or it
         # asks the workers for an encoder output they no longer hold ("Encoder cache miss").
@@ -215,3 +227,24 @@ class RolloutEngine:
 
 
 RolloutActor = ray.remote(RolloutEngine)
+
+
+def engine_key(model_path: str) -> str:
+    """What must agree for one engine to serve two checkpoints by swapping weights: the model config
+    (less names, dtype and versions) and the tokenizer."""
+    folder = Path(model_path)
+    config = _without_incidentals(json.loads((folder / "config.json").read_text()))
+    tokenizer = folder / "tokenizer.json"
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest.update(tokenizer.read_bytes() if tokenizer.exists() else b"")
+    return digest.hexdigest()
+
+
+INCIDENTAL_KEYS = ("_name_or_path", "dtype", "torch_dtype", "transformers_version")  # at any depth
+
+
+def _without_incidentals(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _without_incidentals(v) for k, v in config.items() if k not in INCIDENTAL_KEYS}
+    return config
+

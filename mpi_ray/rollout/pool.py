@@ -25,24 +25,47 @@ from mpi_ray.rollout.engine import RolloutActor
 from mpi_ray.rollout.weight_sync import verify
 
 
+def engine_options(name: str, resources: ResourcesConfig) -> dict[str, Any]:
+    """Ray options of one engine actor of one GPU at most (tensor parallelism: see RolloutPool._start)."""
+    return {"name": name, "num_cpus": resources.cpus_per_engine, "max_restarts": 0,
+            "resources": dict(resources.engine_resources), **engine_actor_options(resources.use_gpu),
+            **({"num_gpus": resources.gpus_per_engine} if resources.use_gpu else {})}
+
+
+def launch_engine(options: dict[str, Any], model_path: str, rollout: RolloutConfig, seed: int, max_images: int,
+                  use_gpu: bool, pixel_bounds: dict[str, int] | None) -> Any:
+    """One engine actor, starting (not waited for)."""
+    return RolloutActor.options(**options).remote(model_path, rollout, seed, max_images, "bfloat16" if use_gpu else "float32",
+                                                  pixel_bounds)
+
+
+def engine_name(prefix: str, index: int, restarts: int) -> str:
+    return f"{prefix}-{index}.{restarts}"
+
+
 class RolloutPool:
     def __init__(self, model_path: str, rollout: RolloutConfig, resources: ResourcesConfig, seed: int,
-                 max_images: int, name_prefix: str = "mpi-ray-rollout", pixel_bounds: dict[str, int] | None = None):
+                 max_images: int, name_prefix: str = "mpi-ray-rollout", pixel_bounds: dict[str, int] | None = None,
+                 started: list[Any] | None = None):
+        """`started`: engines launched ahead (rollout.prestart, `mpi_ray.rollout.prestart`) from another
+        checkpoint of the same architecture, with these same settings; they take `model_path`'s weights here."""
         self.model_path, self.rollout, self.resources, self.pixel_bounds = model_path, rollout, resources, pixel_bounds
         self.seed, self.max_images, self.name_prefix = seed, max_images, name_prefix
         self.version = 0
         self.update_info: dict[str, Any] | None = None  # the object-store update of `version` (None: the start weights)
         self.restarts = 0
         self.placement_groups: list[Any] = [None] * rollout.engines
-        self.engines = [self._start(index) for index in range(rollout.engines)]
+        if started:
+            self.engines = list(started)
+            ray.get([engine.load_start_weights.remote(model_path) for engine in self.engines])
+        else:
+            self.engines = [self._start(index) for index in range(rollout.engines)]
         ray.get([engine.get_version.remote() for engine in self.engines])  # wait until every engine is up
 
     def _start(self, index: int) -> Any:
         res, rollout = self.resources, self.rollout
         # The name carries the restart count: a killed actor's name is not free at once.
-        options: dict[str, Any] = {"name": f"{self.name_prefix}-{index}.{self.restarts}", "num_cpus": res.cpus_per_engine,
-                                   "max_restarts": 0, "resources": dict(res.engine_resources),
-                                   **engine_actor_options(res.use_gpu)}
+        options = engine_options(engine_name(self.name_prefix, index, self.restarts), res)
         if res.use_gpu and rollout.tensor_parallel > 1:
             if self.placement_groups[index] is None:
                 bundles = [{"GPU": 1, "CPU": res.cpus_per_engine, **res.engine_resources}] * rollout.tensor_parallel
@@ -51,10 +74,8 @@ class RolloutPool:
             options["num_gpus"] = 0
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 self.placement_groups[index], placement_group_capture_child_tasks=True)
-        elif res.use_gpu:
-            options["num_gpus"] = res.gpus_per_engine
-        engine = RolloutActor.options(**options).remote(self.model_path, rollout, self.seed + index, self.max_images,
-                                                       "bfloat16" if res.use_gpu else "float32", self.pixel_bounds)
+        engine = launch_engine(options, self.model_path, rollout, self.seed + index, self.max_images, res.use_gpu,
+                               self.pixel_bounds)
         if self.update_info is not None:
             engine.apply_weight_update.remote(self.update_info, self.version)  # queued before any generate
         return engine

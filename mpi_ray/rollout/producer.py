@@ -34,6 +34,7 @@ class RolloutJob:
     prompts: Any  # a Ray Dataset of RL prompt rows (mpi_ray.data.streams, stage "rl")
     total_steps: int
     max_images: int  # images in the largest prompt (policy images + query images)
+    engines: list[Any] | None = None  # started ahead (rollout.prestart) from a checkpoint of the same architecture
 
 
 class PromptSource:
@@ -107,7 +108,8 @@ class RolloutProducer:
         try:
             self.pool = RolloutPool(self.job.model_path, self.rollout, self.cfg.resources, self.cfg.run.seed,
                                     self.job.max_images,
-                                    pixel_bounds=image_bounds(self.cfg.model.min_pixels, self.cfg.model.max_pixels))
+                                    pixel_bounds=image_bounds(self.cfg.model.min_pixels, self.cfg.model.max_pixels),
+                                    started=self.job.engines)
             ray.get(self.buffer.set_engines.remote(self.pool.engines))  # for a direct (nccl, ipc) transfer
             first_step, prompts_drawn = ray.get(self.buffer.wait_for_begin.remote())
             source = PromptSource(self.job.prompts, self.cfg.run.seed)

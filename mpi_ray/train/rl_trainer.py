@@ -21,6 +21,7 @@ from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.data.shards import read_shard, shard_paths
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.rollout.buffer import RolloutBuffer
+from mpi_ray.rollout.prestart import StartedEngines
 from mpi_ray.rollout.producer import RolloutJob, RolloutProducer
 from mpi_ray.train import checkpoint
 from mpi_ray.train.plan import eligible_ids
@@ -53,8 +54,10 @@ def total_steps(cfg: PipelineConfig, prompts: int) -> int:
     return min(steps, cfg.rl.max_steps) if cfg.rl.max_steps else steps
 
 
-def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: Path) -> dict[str, Any]:
-    """RL from `model_path` on the train prompts of `data_dir`; the final policy lands in out_dir/hf."""
+def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: Path,
+                 started: StartedEngines | None = None) -> dict[str, Any]:
+    """RL from `model_path` on the train prompts of `data_dir`; the final policy lands in out_dir/hf.
+    `started`: the pool's engines, launched ahead while the stage before trained (rollout.prestart)."""
     rl = cfg.rl
     workers = rl.workers or cfg.resources.learner_workers
     ids = rl_prompt_ids(data_dir, rl.prompt_rows)
@@ -71,10 +74,15 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
           f"{' x 2 groups (PoRo)' if rl.uses_poro else ''}; {cfg.rollout.engines} vLLM engines, {workers} learners "
           f"({cfg.learner.strategy}), max_staleness {cfg.rollout.max_staleness}", flush=True)
 
+    if started and not started.serves(model_path):
+        print(f"[rl] the engines started ahead from {started.model_path} cannot take {model_path} in place "
+              f"(another architecture or tokenizer): starting new ones", flush=True)
+        started.release()
+        started = None
     buffer = RolloutBuffer.options(**on_driver_node()).remote(cfg.rollout.max_staleness, workers)
     config_json = cfg.model_dump(mode="json")
     producer = RolloutProducer.options(**on_driver_node()).remote(
-        RolloutJob(model_path, config_json, prompts, steps, max_images(data_dir)), buffer)
+        RolloutJob(model_path, config_json, prompts, steps, max_images(data_dir), started.engines if started else None), buffer)
     produced = producer.run.remote()
     job = RLJob(model_path=model_path, out_dir=str(out_dir), cfg=config_json, total_steps=steps, buffer=buffer,
                 threads=max(1, int(cfg.resources.cpus_per_learner)))
@@ -97,6 +105,8 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
         finally:
             ray.kill(producer)
             ray.kill(buffer)
+            if started:  # the pool's shutdown killed them, unless the producer failed before taking them
+                started.release()
     skipped = ray.get(errors.report.remote())
     return {"model": str(out_dir / "hf"), "rl_steps": summary["steps"], "rl_planned_steps": steps,
             "early_stop": summary["early_stop"], "engine_restarts": summary["engine_restarts"],
