@@ -1,8 +1,9 @@
 """GTAPolicy through the whole pipeline, short: data -> VM-CPT -> CoT-SFT -> PoRo-GRPO -> eval -> export
 from the committed tiny base with `configs/gta_policy_tiny.yaml` and a few steps, on the session cluster.
 
-Part of `make test` since the environment compiles its bytecode (the run takes about 2.5 minutes on a
-slow day; the suite stays inside CI's 20 minutes); `make test-variants` runs it alone. ClevrPolicy-M
+Part of `make test` since the environment compiles its bytecode (the run takes 2.5-3.5 minutes; the
+suite took 15 min 53 s to 21 min 1 s with it on fresh clones, by the machine's speed that day);
+`make test-variants` runs it alone. ClevrPolicy-M
 runs in tests/test_pipeline.py.
 """
 
