@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -137,24 +139,46 @@ def _epoch_batches(names: list[str], stage_cfg: StageConfig, seed: int, epoch: i
     """A rank's epoch: its streams one after another, each drawn through its own seeded shuffle buffer
     (the same seeds give the same order on a restart; the loop skips the steps already done).
 
-    Each stream is read to the end by a helper thread while the learner trains on the one before
-    (two streams' batches in memory at most): Ray Data's executor lives in this process until its
-    stream is consumed, and once its tasks are done it polls without waiting, taking the GIL from the
-    training thread (plan.stream_chunks has the measurement). Drained at encoding speed, a stream's
-    executor ends within a second or two, and training reads batches from a list."""
-    def drained(chunk: int, shard: Any) -> list[dict[str, Any]]:
-        return list(shard.iter_batches(
-            batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True,
-            local_shuffle_buffer_size=stage_cfg.shuffle_buffer or None,
-            local_shuffle_seed=seed * 10_000_000 + epoch * 100_000 + rank * 1_000 + chunk))
+    Each stream is read to the end by a helper thread into a queue, the next one as soon as the one
+    before is read (two streams' batches in memory at most): Ray Data's executor lives in this process
+    until its stream is consumed, and once its tasks are done it polls without waiting, taking the GIL
+    from the training thread (plan.stream_chunks has the measurement). Drained at encoding speed, a
+    stream's executor ends within a second or two. Training takes each batch as soon as it is read
+    (the first step does not wait for a whole stream: 32 s of VM-CPT's start-up), and when it stops
+    early the stream being read is abandoned at its next batch instead of read to its end."""
+    stop = threading.Event()
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-stream") as reader:
-        pending = reader.submit(drained, 0, ray.train.get_dataset_shard(names[0])) if names else None
+    def drain(chunk: int, shard: Any, out: queue.Queue) -> None:
+        try:
+            for batch in shard.iter_batches(
+                    batch_size=stage_cfg.batch_size_per_worker, batch_format="numpy", drop_last=True,
+                    local_shuffle_buffer_size=stage_cfg.shuffle_buffer or None,
+                    local_shuffle_seed=seed * 10_000_000 + epoch * 100_000 + rank * 1_000 + chunk):
+                if stop.is_set():
+                    break
+                out.put(batch)
+            out.put(_END)
+        except BaseException as error:  # noqa: BLE001 - raised again in the training thread
+            out.put(error)
+
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-stream")
+    queues = [queue.Queue() for _ in names]
+    try:
+        if names:
+            reader.submit(drain, 0, ray.train.get_dataset_shard(names[0]), queues[0])
         for chunk in range(len(names)):
-            batches = pending.result()
-            if chunk + 1 < len(names):
-                pending = reader.submit(drained, chunk + 1, ray.train.get_dataset_shard(names[chunk + 1]))
-            yield from batches
+            if chunk + 1 < len(names):  # runs once this one is read: two in memory at most
+                reader.submit(drain, chunk + 1, ray.train.get_dataset_shard(names[chunk + 1]), queues[chunk + 1])
+            while (batch := queues[chunk].get()) is not _END:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield batch
+    finally:
+        stop.set()
+        reader.shutdown(wait=False, cancel_futures=True)
+
+
+_END = object()  # a stream's last batch was queued
 
 
 def _die_once(out: Path, rank: int, micro_step: int) -> None:
