@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +72,31 @@ def ray_local(ray_cluster: TwoNodeCluster):
         ray.init(address=ray_cluster.address, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# GTAPolicy through every stage, short (tests/test_gta_pipeline.py checks the run, tests/test_serve.py
+# serves its export): the committed tiny base, configs/gta_policy_tiny.yaml, a few steps of each stage.
+GTA_STAGES = "model,data,cpt,sft,rl,eval,export"
+GTA_OVERRIDES = [
+    "data.gta.train=16", "data.gta.test=4",
+    "cpt.batch_size_per_worker=2", "cpt.max_steps=2", "cpt.checkpoint_every=2",
+    "sft.batch_size_per_worker=2", "sft.max_steps=2", "sft.epochs=1",
+    "rl.max_steps=2", "rl.rollout_batch=2", "rl.group_size=2", "rl.update_batch=8", "rl.micro_batch_per_worker=2",
+    "rollout.engines=1", "rollout.max_response_len=32", "resources.learner_workers=1",
+    "eval.max_samples=4", "eval.max_response_len=32", "eval.efficiency_samples=2", "eval.efficiency_repeats=1",
+]
+
+
+@pytest.fixture(scope="session")
+def gta_run(ray_cluster: TwoNodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The short GTAPolicy run, once a session, on the session cluster."""
+    run_dir = tmp_path_factory.mktemp("gta") / "run"
+    job = subprocess.run([sys.executable, "jobs/trimpi.py", "--config", "configs/gta_policy_tiny.yaml", "--stages",
+                          GTA_STAGES, f"run.dir={run_dir}", *GTA_OVERRIDES],
+                         cwd=REPO, capture_output=True, text=True, timeout=1200)
+    (run_dir.parent / "job.log").write_text(job.stdout + job.stderr)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
+    return run_dir
 
 
 def small_clevr(out: Path, *, variant: str, train_per_policy: int, test: int, general: int, cot_fraction: float,

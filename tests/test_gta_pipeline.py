@@ -3,42 +3,20 @@ from the committed tiny base with `configs/gta_policy_tiny.yaml` and a few steps
 
 Part of `make test` since the environment compiles its bytecode (the run takes 2.5-3.5 minutes; the
 suite took 15 min 53 s to 21 min 1 s with it on fresh clones, by the machine's speed that day);
-`make test-variants` runs it alone. ClevrPolicy-M
-runs in tests/test_pipeline.py.
+`make test-variants` runs it alone. The run (`gta_run`, tests/conftest.py) is the session's: its export is
+what tests/test_serve.py serves. ClevrPolicy-M runs in tests/test_pipeline.py.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import GTA_STAGES as STAGES
 
 pytestmark = pytest.mark.slow
-
-STAGES = "model,data,cpt,sft,rl,eval,export"
-OVERRIDES = [
-    "data.gta.train=16", "data.gta.test=4",
-    "cpt.batch_size_per_worker=2", "cpt.max_steps=2", "cpt.checkpoint_every=2",
-    "sft.batch_size_per_worker=2", "sft.max_steps=2", "sft.epochs=1",
-    "rl.max_steps=2", "rl.rollout_batch=2", "rl.group_size=2", "rl.update_batch=8", "rl.micro_batch_per_worker=2",
-    "rollout.engines=1", "rollout.max_response_len=32", "resources.learner_workers=1",
-    "eval.max_samples=4", "eval.max_response_len=32", "eval.efficiency_samples=2", "eval.efficiency_repeats=1",
-]
-
-
-@pytest.fixture(scope="module")
-def gta_run(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("gta") / "run"
-    job = subprocess.run([sys.executable, "jobs/trimpi.py", "--config", "configs/gta_policy_tiny.yaml", "--stages", STAGES,
-                          f"run.dir={run_dir}", *OVERRIDES], cwd=REPO, capture_output=True, text=True, timeout=1200)
-    (run_dir.parent / "job.log").write_text(job.stdout + job.stderr)
-    assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
-    return run_dir
 
 
 def test_gta_trains_every_stage_and_rl_scores_tool_calls(gta_run: Path) -> None:

@@ -102,3 +102,80 @@ def test_deepspeed_zero2_resumes_a_dead_worker_without_repeating_or_skipping_dat
     assert resumed.keys() == straight.keys()
     for name in straight:
         assert torch.allclose(resumed[name], straight[name], atol=1e-4), name
+
+
+def test_a_learners_data_tasks_find_the_encoder_warmed_ahead(ray_local, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """data.warm_encode_workers: an encoding task (the encoding pool's runtime env) that a Ray Train
+    worker's Ray Data stream runs lands on a process that loaded this exact encoder ahead (a spec
+    nothing else uses), i.e. Ray reused the warmed process. The learner and the task are kept on the
+    driver's node, where the warm-up runs (the session cluster has two)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from mpi_ray.data.streams import StreamSpec
+    from mpi_ray.data.warm import WarmEncoders
+
+    spec = StreamSpec(stage="cpt", model_path=str(tiny_model_dir), max_seq_len=4321)
+    warm = WarmEncoders(spec, 1)
+    try:
+        assert len(warm.pids()) == 1
+
+        def loop(config: dict) -> None:
+            import os
+
+            import ray.data
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            from mpi_ray.data.streams import ENCODE_POOL_ENV, _encoder
+
+            def probe(batch: dict) -> dict:
+                hits = _encoder.cache_info().hits
+                _encoder(config["spec"])
+                return {"pid": [os.getpid()], "warm": [_encoder.cache_info().hits > hits]}
+
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            rows = ray.data.range(1, override_num_blocks=1).map_batches(
+                probe, batch_size=None, runtime_env={"env_vars": ENCODE_POOL_ENV}, scheduling_strategy=here).take_all()
+            Path(config["out"]).write_text(json.dumps([[int(r["pid"]), bool(r["warm"])] for r in rows]))
+
+        out = tmp_path / "probe.json"
+        TorchTrainer(loop, train_loop_config={"spec": spec, "out": str(out)}, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1, "learner_node": 1}),
+                     run_config=RunConfig(name="warm-probe", storage_path=str(tmp_path))).fit()
+        assert json.loads(out.read_text()) == [[warm.pids()[0], True]]
+    finally:
+        warm.release()
+
+
+def test_a_plain_actors_data_tasks_find_the_encoder_warmed_ahead(ray_local, tiny_model_dir: Path) -> None:
+    """The same for the RL producer's stream (a plain actor on the driver's node; `WarmEncoders(...,
+    ray_train=False)`, started beside the stage before RL)."""
+    import os
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from mpi_ray.data.streams import ENCODE_POOL_ENV, StreamSpec, _encoder
+    from mpi_ray.data.warm import WarmEncoders
+
+    spec = StreamSpec(stage="rl", model_path=str(tiny_model_dir), max_seq_len=4322)
+
+    @ray.remote(num_cpus=1)
+    def probe() -> tuple[int, bool]:
+        hits = _encoder.cache_info().hits
+        _encoder(spec)
+        return os.getpid(), _encoder.cache_info().hits > hits
+
+    @ray.remote(num_cpus=0)
+    class Producer:
+        def encode(self) -> tuple[int, bool]:
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            return ray.get(probe.options(runtime_env={"env_vars": ENCODE_POOL_ENV}, scheduling_strategy=here).remote())
+
+    warm = WarmEncoders(spec, 1, ray_train=False)
+    try:
+        warmed = warm.pids()
+        producer = Producer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote()
+        assert ray.get(producer.encode.remote()) == (warmed[0], True)
+    finally:
+        warm.release()

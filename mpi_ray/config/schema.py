@@ -87,6 +87,9 @@ class DataConfig(Section):
     # Rows per Ray Data stream of a learner rank's epoch (rounded up to whole batches); see
     # mpi_ray/train/plan.py stream_chunks for why an epoch is not one stream
     stream_chunk_rows: int = Field(512, ge=1)
+    # Processes that load the encoder (imports + processor) for a learner stage while the stage before
+    # it runs (mpi_ray/data/warm.py); 0: the stage's first tasks start them cold
+    warm_encode_workers: int = Field(1, ge=0)
 
 
 class LoraConfig(Section):

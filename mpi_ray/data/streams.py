@@ -1,10 +1,15 @@
 """Ray Data streams: Parquet shards -> exactly what a stage's learner or sampler needs.
 
 Decoding, chat formatting, processing and masks run in `map_batches` tasks; each worker process
-loads the processor once per stream spec and keeps it (`_encoder`). Ray reuses a job's idle workers
-for its tasks, so the next epoch, rank or stage of a job finds torch, transformers and the processor
-already loaded (an actor pool would start a fresh process and import them again, 10-50 s on 2
-cores, for every stream). The set is never materialized on the driver.
+loads the processor once per stream spec and keeps it (`_encoder`). The encoding tasks carry a
+runtime env of their own (ENCODE_POOL_ENV): Ray reuses an idle worker only for a task of the same
+runtime env, so they get a worker pool of their own, and the next stream, epoch, rank or stage finds
+torch, transformers and the processor loaded there. Without it the stream's read tasks, started
+first and many at once, took every idle worker, and 3 of 4 consecutive 512-row streams each started a
+fresh process and imported everything again (9-17 s each); with it one process served all four, the
+last three in 5.3-5.7 s instead of 6-16 s. (An actor pool would start a fresh process per stream.)
+mpi_ray/data/warm.py starts that process ahead for the first learner stage. The set is never
+materialized on the driver.
 
 One skip path for every per-row failure: a missing field, a null or undecodable or oversized image,
 policy-image marks that do not match the policy images, an image the processor refuses, a sequence
@@ -30,6 +35,8 @@ from mpi_ray.data.shards import shard_paths, verified_paths
 from mpi_ray.rewards.combine import check_gold
 
 StageName = Literal["cpt", "sft", "rl"]
+# Only a key for Ray's worker pools: encoding tasks reuse each other's processes, nothing else takes them.
+ENCODE_POOL_ENV = {"MPI_RAY_WORKER_POOL": "encode"}
 
 
 @ray.remote(num_cpus=0)
@@ -154,7 +161,10 @@ def stage_dataset(
     # Ray Data 2.60's datasource V2 lists files in a task that sat 14 s idle (78 ms of CPU) before
     # every stream here; the V1 reader reads the same shards in 0.2 s once a worker is warm.
     ray.data.DataContext.get_current().use_datasource_v2 = False
-    ds = ray.data.read_parquet(verified_paths(shard_paths(data_dir, split)), shuffle=None)
+    # Reads at the encoding's concurrency: a read is ~25 ms against seconds of encoding, and each read
+    # task in flight holds a worker process (ten cold ones at a stream's start before this, which also
+    # pushed Ray's idle-worker count past its soft limit and got the warmed encoding process killed).
+    ds = ray.data.read_parquet(verified_paths(shard_paths(data_dir, split)), shuffle=None, concurrency=concurrency)
     keep = frozenset(sample_ids) if sample_ids is not None else None
     return ds.map_batches(
         encode_batch,
@@ -163,6 +173,7 @@ def stage_dataset(
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=concurrency),
         num_cpus=1,
+        runtime_env={"env_vars": ENCODE_POOL_ENV},
     )
 
 

@@ -54,6 +54,12 @@ def total_steps(cfg: PipelineConfig, prompts: int) -> int:
     return min(steps, cfg.rl.max_steps) if cfg.rl.max_steps else steps
 
 
+def rl_stream_spec(cfg: PipelineConfig, model_path: str) -> StreamSpec:
+    """What the RL producer's Ray Data tasks encode its prompts with."""
+    return StreamSpec(stage="rl", model_path=model_path, min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
+                      max_seq_len=cfg.rollout.max_prompt_len, on_bad_sample=cfg.data.on_bad_sample)
+
+
 def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: Path,
                  started: StartedEngines | None = None) -> dict[str, Any]:
     """RL from `model_path` on the train prompts of `data_dir`; the final policy lands in out_dir/hf.
@@ -67,9 +73,7 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     deterministic_context()  # the same prompt order on every run: a resumed stage skips exactly the drawn ones
     errors = SampleErrors.options(**on_driver_node()).remote()
-    spec = StreamSpec(stage="rl", model_path=model_path, min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
-                      max_seq_len=cfg.rollout.max_prompt_len, on_bad_sample=cfg.data.on_bad_sample)
-    prompts = stage_dataset(data_dir, "train", spec, errors, sample_ids=ids)
+    prompts = stage_dataset(data_dir, "train", rl_stream_spec(cfg, model_path), errors, sample_ids=ids)
     print(f"[rl] {rl.algorithm}: {len(ids)} prompts, {steps} steps of {rl.rollout_batch} prompts x G={rl.group_size}"
           f"{' x 2 groups (PoRo)' if rl.uses_poro else ''}; {cfg.rollout.engines} vLLM engines, {workers} learners "
           f"({cfg.learner.strategy}), max_staleness {cfg.rollout.max_staleness}", flush=True)

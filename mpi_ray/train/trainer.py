@@ -41,6 +41,15 @@ def fit(trainer: TorchTrainer) -> Result:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
+def learner_stream_spec(cfg: PipelineConfig, stage: str, model_path: str) -> StreamSpec:
+    """What a learner stage's Ray Data tasks encode its rows with."""
+    stage_cfg: StageConfig = getattr(cfg, stage)
+    return StreamSpec(stage="cpt" if stage == "cpt" else "sft", model_path=model_path,
+                      target=getattr(stage_cfg, "target", "cot"), min_pixels=cfg.model.min_pixels,
+                      max_pixels=cfg.model.max_pixels, max_seq_len=stage_cfg.max_seq_len,
+                      on_bad_sample=cfg.data.on_bad_sample)
+
+
 def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir: str, out_dir: Path,
                       max_failures: int = 2, fail_at_micro_step: int | None = None) -> dict[str, Any]:
     """Train `stage` ("cpt" or "sft") from `model_path` on `data_dir`; the export lands in out_dir/hf."""
@@ -56,9 +65,7 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
 
     deterministic_context()
     errors = SampleErrors.options(**on_driver_node()).remote()
-    spec = StreamSpec(stage="cpt" if stage == "cpt" else "sft", model_path=model_path, target=target,
-                      min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels,
-                      max_seq_len=stage_cfg.max_seq_len, on_bad_sample=cfg.data.on_bad_sample)
+    spec = learner_stream_spec(cfg, stage, model_path)
     datasets, names = {}, []  # names[epoch][rank]: that rank's streams of the epoch, read one after another
     for epoch, ranks in enumerate(plan.assignments):
         names.append([])
