@@ -4,7 +4,8 @@ The stages and their order are schema.STAGES; stage <name> is the module mpi_ray
 `describe(ctx) -> str` and `run(ctx) -> outputs`; a stage's outputs (e.g. {"model": path}) become the
 inputs of the stages after it. A stage may also have `start_ahead(ctx)`, called as the stage before it
 starts: what it returns (with a `release()`) waits in ctx.ahead[<name>] for the stage's run, and is
-released at the end if the stage did not take it.
+released at the end if the stage did not take it. A stage may leave something there for a later one
+the same way (RL hands its engines to eval).
 """
 
 from __future__ import annotations

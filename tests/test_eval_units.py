@@ -272,3 +272,29 @@ def test_checkpoints_of_one_architecture_share_one_engine_pass(tmp_path: Path) -
     base, sft, rl = folder("base", 64), folder("sft", 64, "bfloat16"), folder("rl", 64)
     wider = folder("wider", 128)
     assert engine_passes([base, sft, wider, rl, "Qwen/Qwen2.5-VL-7B-Instruct"]) == [[0, 1, 3], [2], [4]]
+
+
+def test_engines_rl_handed_on_take_a_pass_only_where_every_request_fits(tmp_path: Path) -> None:
+    """Eval on RL's engines: the same architecture, and every request's prompt + eval's response and images
+    within what the engines were started for; otherwise the pass gets its own pool."""
+    from mpi_ray.eval.inference import _unfit
+    from mpi_ray.rollout.engine import engine_key
+    from mpi_ray.rollout.prestart import StartedEngines
+
+    def folder(name: str, hidden: int) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"hidden_size": hidden, "text_config": {"hidden_size": hidden}}))
+        (path / "tokenizer.json").write_text("{}")
+        return str(path)
+
+    rl, other = folder("rl", 64), folder("other", 128)
+    cfg = load_config(REPO / "configs" / "default.yaml", ["eval.max_response_len=256"])
+    handed = StartedEngines(rl, engine_key(rl), engines=["engine"], max_model_len=1536, max_images=1)
+    requests = [{"tokens": 466}, {"tokens": 99}]
+    assert _unfit(cfg, handed, rl, requests, max_images=1) is None
+    assert _unfit(cfg, handed, other, requests, max_images=1) == "another architecture or tokenizer"
+    assert _unfit(cfg, handed, rl, [{"tokens": 1281}], max_images=1) == (
+        "1281 prompt tokens + eval.max_response_len 256 exceed the engines' 1536")
+    assert _unfit(cfg, handed, rl, requests, max_images=2) == "2 images in a request, the engines take 1"
+    assert _unfit(cfg, StartedEngines(rl, engine_key(rl), engines=[]), rl, requests, max_images=1) == "none left"

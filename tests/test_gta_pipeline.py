@@ -41,3 +41,13 @@ def test_gta_eval_reports_the_papers_table_3_columns(gta_run: Path) -> None:
     assert "rules" in final["referral"]  # the judge-free referral check of GTAPolicy's rules
     report = (gta_run / "report.md").read_text()
     assert "| Method | Tool Acc | Arg Score | Overall |" in report
+
+
+def test_eval_runs_on_the_engines_rl_handed_on(gta_run: Path) -> None:
+    """rollout.prestart's engines go from RL to eval: eval swaps its checkpoints (base, SFT, RL) into them
+    and starts no engine of its own (no Ray Data engine pool)."""
+    log = (gta_run.parent / "job.log").read_text()
+    assert "[eval] on the RL stage's 1 engine(s), checkpoints swapped in place: no engine start" in log
+    assert "EnginePredictor" not in log
+    results = json.loads((gta_run / "eval" / "results.json").read_text())
+    assert len(results["checkpoints"]) == 3

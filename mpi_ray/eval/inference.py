@@ -10,15 +10,19 @@ policy_prompt, policy_images}:
 - mode "generate": a greedy completion of `prompt` (text, response tokens, prompt tokens);
 - mode "prefill": prompt tokens and time to the first token of the policy-free prompt and of the
   policy-aware one, alternately, `repeats` times each, each with nothing cached (efficiency suite).
-The engine is the rollout engine (same vLLM set-up, same image handling as RL sampling).
+The engine is the rollout engine (same vLLM set-up, same image handling as RL sampling). After an RL
+stage of the same run the pass runs on RL's own engines, handed on with the final weights in them
+(`StartedEngines.handed_on`): no engine starts at all, the driver feeds each engine its share of the
+batches through the same EnginePredictor logic.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import ray
@@ -27,6 +31,9 @@ from mpi_ray.cluster import engine_actor_options
 from mpi_ray.config.schema import PipelineConfig, RolloutConfig
 from mpi_ray.model.loading import image_bounds
 from mpi_ray.rollout.engine import RolloutEngine, engine_key
+
+if TYPE_CHECKING:
+    from mpi_ray.rollout.prestart import StartedEngines
 
 BATCH = 32  # requests an engine answers in one vLLM call
 REQUEST_FIELDS = ("request_id", "checkpoint", "mode", "prompt", "images", "policy_prompt", "policy_images")
@@ -38,14 +45,34 @@ ANSWER_SCHEMA = pa.schema([
 ])
 
 
+class RemoteEngine:
+    """A rollout engine actor called as a RolloutEngine in this process is (the engines RL handed on)."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+        self.version = ray.get(actor.get_version.remote())
+
+    def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return ray.get(self.actor.generate.remote(*args, **kwargs))
+
+    def prefill_seconds(self, prompt: dict[str, Any]) -> tuple[int, float]:
+        return ray.get(self.actor.prefill_seconds.remote(prompt))
+
+    def load_checkpoint(self, model_path: str, version: int) -> int:
+        self.version = ray.get(self.actor.load_checkpoint.remote(model_path, version))
+        return self.version
+
+
 class EnginePredictor:
-    """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests."""
+    """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests. `engine`: one that is up
+    already (a RemoteEngine), holding none of `checkpoints` yet; None: start one from the first."""
 
     def __init__(self, checkpoints: list[str], rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int,
-                 pixel_bounds: dict[str, int]):
+                 pixel_bounds: dict[str, int], engine: Any = None):
         config = RolloutConfig.model_validate(rollout)
-        self.checkpoints, self.loaded = checkpoints, 0
-        self.engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype, pixel_bounds)
+        self.checkpoints = checkpoints
+        self.loaded = 0 if engine is None else None
+        self.engine = engine or RolloutEngine(checkpoints[0], config, seed, max_images, dtype, pixel_bounds)
         self.repeats, self.max_tokens = repeats, config.max_response_len
         self.ready_at = time.time()  # the pass's start-up ends here (the report's time split)
 
@@ -97,10 +124,11 @@ def engine_passes(checkpoints: list[str]) -> list[list[int]]:
 
 
 def run_requests(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[str, Any]],
-                 max_images: int) -> tuple[dict[str, dict[str, Any]], float]:
+                 max_images: int, handed: StartedEngines | None = None) -> tuple[dict[str, dict[str, Any]], float]:
     """Every request (its "checkpoint" indexes `checkpoints`) answered by `eval.engines` vLLM actors,
-    one start-up per pass of same-architecture checkpoints. Returns the answers by request_id and the
-    seconds spent before the first engine of each pass was ready (start-up, summed over passes)."""
+    one start-up per pass of same-architecture checkpoints, or by the `handed` engines (RL's) where they
+    can take a pass. Returns the answers by request_id and the seconds spent before the first engine of
+    each pass was ready (start-up, summed over passes)."""
     answers: dict[str, dict[str, Any]] = {}
     startup_s = 0.0
     for indices in engine_passes(checkpoints):
@@ -108,11 +136,62 @@ def run_requests(cfg: PipelineConfig, checkpoints: list[str], requests: list[dic
         if not wanted:
             continue
         renumbered = [{**r, "checkpoint": indices.index(r["checkpoint"])} for r in wanted]
+        passed = [checkpoints[i] for i in indices]
         start = time.time()
-        answered = _one_pass(cfg, [checkpoints[i] for i in indices], renumbered, max_images)
+        unfit = None if handed is None else _unfit(cfg, handed, passed[0], renumbered, max_images)
+        if handed is not None and unfit is None:
+            print(f"[eval] on the RL stage's {len(handed.engines)} engine(s), checkpoints swapped in place: no engine start",
+                  flush=True)
+            answered = _pass_on_engines(cfg, handed, passed, renumbered)
+            handed = None  # one pass: its checkpoints' weights are in the engines now
+        else:
+            if unfit:
+                print(f"[eval] the RL stage's engines cannot take {passed[0]}'s requests ({unfit}): a pool of its own", flush=True)
+            answered = _one_pass(cfg, passed, renumbered, max_images)
         startup_s += min(a["engine_ready_at"] for a in answered.values()) - start
         answers.update(answered)
     return answers, startup_s
+
+
+def _unfit(cfg: PipelineConfig, handed: StartedEngines, checkpoint: str, requests: list[dict[str, Any]],
+           max_images: int) -> str | None:
+    """Why the handed engines cannot answer this pass; None if they can (the same architecture, every
+    request within their context and images)."""
+    longest = max(r["tokens"] for r in requests)
+    if not handed.engines:
+        return "none left"
+    if not handed.serves(checkpoint):
+        return "another architecture or tokenizer"
+    if max_images > handed.max_images:
+        return f"{max_images} images in a request, the engines take {handed.max_images}"
+    if longest + cfg.eval.max_response_len > handed.max_model_len:
+        return (f"{longest} prompt tokens + eval.max_response_len {cfg.eval.max_response_len} exceed the engines' "
+                f"{handed.max_model_len}")
+    return None
+
+
+def _ordered_blocks(requests: list[dict[str, Any]]) -> list[pa.Table]:
+    """The requests in checkpoint order (stable: each suite keeps its order), in blocks of one batch each, so
+    every engine gets work and swaps at most once per checkpoint."""
+    ordered = sorted(requests, key=lambda r: r["checkpoint"])
+    table = pa.Table.from_pylist([{key: r.get(key) for key in REQUEST_FIELDS} for r in ordered])
+    return [table.slice(start, BATCH) for start in range(0, table.num_rows, BATCH)]
+
+
+def _pass_on_engines(cfg: PipelineConfig, handed: StartedEngines, checkpoints: list[str],
+                     requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pass on engines that are up: engine i answers blocks i, i+n, ... (in checkpoint order), all engines at once."""
+    blocks = _ordered_blocks(requests)
+    rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len}).model_dump(mode="json")
+    predictors = [EnginePredictor(checkpoints, rollout, cfg.run.seed, 0, "", cfg.eval.efficiency_repeats, {},
+                                  engine=RemoteEngine(actor)) for actor in handed.engines]
+
+    def answer(index: int) -> list[pa.Table]:
+        return [predictors[index](block) for block in blocks[index::len(predictors)]]
+
+    with ThreadPoolExecutor(len(predictors)) as threads:
+        tables = [table for share in threads.map(answer, range(len(predictors))) for table in share]
+    return {row["request_id"]: row for table in tables for row in table.to_pylist()}
 
 
 def _one_pass(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[str, Any]],
@@ -121,10 +200,7 @@ def _one_pass(cfg: PipelineConfig, checkpoints: list[str], requests: list[dict[s
     longest = max(r["tokens"] for r in requests)
     rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len,
                                              "max_prompt_len": max(cfg.rollout.max_prompt_len, longest)})
-    ordered = sorted(requests, key=lambda r: r["checkpoint"])  # stable: each suite keeps its order
-    table = pa.Table.from_pylist([{key: r.get(key) for key in REQUEST_FIELDS} for r in ordered])
-    # Blocks of one batch each: every engine of the pool gets work (one block would go to one engine).
-    blocks = [table.slice(start, BATCH) for start in range(0, table.num_rows, BATCH)]
+    blocks = _ordered_blocks(requests)
     res = cfg.resources
     answered = ray.data.from_arrow(blocks).map_batches(
         EnginePredictor,

@@ -13,13 +13,16 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.eval import referral
 from mpi_ray.eval.inference import run_requests
 from mpi_ray.eval.scoring import score_eval, summarize_by_suite
 from mpi_ray.eval.suites import build_requests, model_context, suite_rows
+
+if TYPE_CHECKING:
+    from mpi_ray.rollout.prestart import StartedEngines
 
 # The paper's efficiency figures (Qwen2.5-VL-7B, Fig. 6), shown beside ours.
 PAPER_TOKEN_REDUCTION_PCT = 93.9
@@ -117,16 +120,16 @@ def summarize_checkpoint(cfg: PipelineConfig, planned: Planned, answers: dict[st
 
 
 def evaluate_checkpoints(cfg: PipelineConfig, plan: list[tuple[str, str, str, list[str]]], data_dir: str,
-                         out_dir: Path) -> tuple[dict[str, dict[str, Any]], float]:
+                         out_dir: Path, handed: StartedEngines | None = None) -> tuple[dict[str, dict[str, Any]], float]:
     """Each (name, label, checkpoint, suites) of `plan` evaluated, every request answered in one batch
-    inference (one engine start-up for checkpoints of one architecture). Returns the summaries by
-    name and the seconds the engines took to start."""
+    inference (one engine start-up for checkpoints of one architecture; none where `handed`, the RL
+    stage's engines, can take them). Returns the summaries by name and the seconds the engines took to start."""
     planned = [plan_checkpoint(cfg, checkpoint, data_dir, suites, name, label) for name, label, checkpoint, suites in plan]
     requests = [{**request, "request_id": f"{index}:{request['request_id']}", "checkpoint": index}
                 for index, part in enumerate(planned) for request in part.requests]
     max_images = max(_max_images(part.rows) for part in planned)
-    print(f"[eval] {len(requests)} requests over {len(planned)} checkpoint(s), {cfg.eval.engines} vLLM engine(s)", flush=True)
-    answers, startup_s = run_requests(cfg, [part.checkpoint for part in planned], requests, max_images)
+    print(f"[eval] {len(requests)} requests over {len(planned)} checkpoint(s)", flush=True)
+    answers, startup_s = run_requests(cfg, [part.checkpoint for part in planned], requests, max_images, handed)
     print(f"[eval] engine start-up {startup_s:.1f}s", flush=True)
     summaries = {}
     for index, part in enumerate(planned):

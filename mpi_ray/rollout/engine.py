@@ -8,6 +8,7 @@ result carries the weight version it was sampled with.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -108,6 +109,25 @@ class RolloutEngine:
         visual = visual_tokens(model_path)
         self.no_visual_tokens = {token: -100.0 for token in visual.masked}
         self.vision_start = visual.vision_start
+        self._warm_up(with_image=max_images > 0)
+
+    def _warm_up(self, with_image: bool) -> None:
+        """One greedy 2-token chat request (with a blank image when images are allowed) as part of the
+        start: vLLM's first request pays one-off costs (its multimodal input processing, first kernels):
+        measured 2.6 s against 0.5 s for the next 32 samples of the same prompts (tiny model, 1 thread).
+        Paid here, it overlaps the stage before when the engine is started ahead (rollout.prestart)
+        instead of slowing RL's first step; greedy, so the engine's seeded sampling is untouched."""
+        from vllm import SamplingParams
+
+        content: list[dict[str, Any]] = [{"type": "text", "text": "hi"}]
+        if with_image:
+            blank = io.BytesIO()
+            Image.new("RGB", (56, 56), (128, 128, 128)).save(blank, format="PNG")
+            url = "data:image/png;base64," + base64.b64encode(blank.getvalue()).decode()
+            content.insert(0, {"type": "image_url", "image_url": {"url": url}})
+        self.llm.chat([{"role": "user", "content": content}], SamplingParams(max_tokens=2, temperature=0.0, logprobs=0),
+                      use_tqdm=False)
+        self._drop_caches()
 
     def generate(self, prompts: list[dict[str, Any]], n: int, max_tokens: int | None = None,
                  temperature: float | None = None) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class RolloutPool:
         self.update_info: dict[str, Any] | None = None  # the object-store update of `version` (None: the start weights)
         self.restarts = 0
         self.placement_groups: list[Any] = [None] * rollout.engines
+        self.adopted = set(started or [])  # their launcher kills (or hands on) them
         if started:
             self.engines = list(started)
             ray.get([engine.load_start_weights.remote(model_path) for engine in self.engines])
@@ -158,7 +159,8 @@ class RolloutPool:
 
     def shutdown(self) -> None:
         for engine in self.engines:
-            ray.kill(engine)
+            if engine not in self.adopted:  # handles compare by actor id
+                ray.kill(engine)
         for group in self.placement_groups:
             if group is not None:
                 remove_placement_group(group)

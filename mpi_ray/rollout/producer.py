@@ -9,6 +9,7 @@ buffer as ObjectRefs tagged with the weight version and the group type.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -49,6 +50,12 @@ class PromptSource:
                                             local_shuffle_seed=self.seed + self.epoch)
         for batch in batches:
             yield from batch.to_pylist()
+
+    def prime(self) -> None:
+        """Read the first row now (the stream's start: its tasks, the shuffle buffer); the order is unchanged."""
+        first = next(self.rows, None)
+        if first is not None:
+            self.rows = itertools.chain([first], self.rows)
 
     def skip(self, count: int) -> None:
         """Pass over the rows a checkpointed run had already drawn (same seeds, same order)."""
@@ -111,8 +118,9 @@ class RolloutProducer:
                                     pixel_bounds=image_bounds(self.cfg.model.min_pixels, self.cfg.model.max_pixels),
                                     started=self.job.engines)
             ray.get(self.buffer.set_engines.remote(self.pool.engines))  # for a direct (nccl, ipc) transfer
-            first_step, prompts_drawn = ray.get(self.buffer.wait_for_begin.remote())
             source = PromptSource(self.job.prompts, self.cfg.run.seed)
+            source.prime()  # the stream starts while the learners start, not after
+            first_step, prompts_drawn = ray.get(self.buffer.wait_for_begin.remote())
             source.skip(prompts_drawn)
             for step in range(first_step, self.job.total_steps):
                 try:

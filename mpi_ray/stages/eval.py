@@ -52,7 +52,14 @@ def checkpoints(ctx: StageContext) -> list[tuple[str, str, list[str]]]:
 
 def describe(ctx: StageContext) -> str:
     return (f"suites {', '.join(ctx.cfg.eval.suites)} on the final model (+ {', '.join(ctx.cfg.eval.compare)} for the "
-            f"table), vLLM x {ctx.cfg.eval.engines} via Ray Data -> {ctx.run.root / 'report.md'}")
+            f"table), {engines_line(ctx)} -> {ctx.run.root / 'report.md'}")
+
+
+def engines_line(ctx: StageContext) -> str:
+    handed = ctx.ahead.get("eval")
+    if handed is not None:
+        return f"the RL stage's {len(handed.engines)} vLLM engine(s), handed on (a fresh pool where they cannot take a checkpoint)"
+    return f"vLLM x {ctx.cfg.eval.engines} via Ray Data"
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -60,8 +67,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     plan = checkpoints(ctx)
     ran = {stage for stage in TRAINED_STAGES if ctx.run.completed(stage)}
     data_dir = ctx.outputs["data"]
-    summaries, engine_startup_s = evaluate_checkpoints(ctx.cfg, [(stage, stage_label(stage, ran, ctx), path, suites) for stage, path, suites in plan],
-                                     data_dir, out)
+    handed = ctx.ahead.pop("eval", None)  # the RL stage's engines, holding its final weights
+    try:
+        summaries, engine_startup_s = evaluate_checkpoints(
+            ctx.cfg, [(stage, stage_label(stage, ran, ctx), path, suites) for stage, path, suites in plan], data_dir, out, handed)
+    finally:
+        if handed is not None:
+            handed.release()
     final = plan[-1][0]
     results = {
         "run": ctx.cfg.run.name, "dataset": summaries[final]["dataset"], "final": final, "checkpoints": summaries,

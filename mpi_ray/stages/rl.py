@@ -18,8 +18,8 @@ def describe(ctx: StageContext) -> str:
 
 @dataclass
 class Ahead:
-    """What starts while the stage before RL runs: the pool's vLLM engines (rollout.prestart) and the
-    producer's encoding process (data.warm_encode_workers)."""
+    """What starts while the stage before RL runs: the pool's vLLM engines (rollout.prestart; they go on to
+    the eval stage afterwards) and the producer's encoding process (data.warm_encode_workers)."""
 
     engines: Any = None  # StartedEngines
     encoders: Any = None  # WarmEncoders
@@ -56,6 +56,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ahead = ctx.ahead.pop("rl", None)
     try:
         outputs = run_rl_stage(ctx.cfg, source, ctx.outputs["data"], ctx.run.stage_dir("rl"), ahead and ahead.engines)
+        if ahead is not None and ahead.engines is not None:
+            # The engines hold the final weights: the eval stage swaps its checkpoints into them instead of
+            # starting its own (released at the pipeline's end if no eval stage follows)
+            ctx.ahead["eval"] = ahead.engines.handed_on(outputs["model"])
     finally:
         if ahead is not None:  # also when the stage failed before its pool took the engines (release is idempotent)
             ahead.release()

@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 
 from mpi_ray.cluster import on_driver_node
 from mpi_ray.config.schema import PipelineConfig
-from mpi_ray.data.shards import read_shard, shard_paths
+from mpi_ray.data.shards import read_shard
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.rollout.buffer import RolloutBuffer
 from mpi_ray.rollout.prestart import StartedEngines
@@ -39,9 +39,10 @@ def rl_prompt_ids(data_dir: str, rows: str) -> list[str]:
 
 
 def max_images(data_dir: str) -> int:
-    """Images in the largest policy-aware prompt (policy images + query images): vLLM's per-prompt limit."""
+    """Images in the largest policy-aware prompt (policy images + query images) of any split: vLLM's
+    per-prompt limit, so that the engines, handed on to eval after RL, also take the test suites' prompts."""
     most = 1
-    for path in shard_paths(data_dir, "train"):
+    for path in sorted(str(p) for p in Path(data_dir).glob("*-*.parquet")):
         table = read_shard(path, columns=["policy_images", "images"])
         counts = pc.add(pc.list_value_length(table["policy_images"]), pc.list_value_length(table["images"]))
         most = max(most, int(pc.max(counts).as_py() or 0))
@@ -63,7 +64,8 @@ def rl_stream_spec(cfg: PipelineConfig, model_path: str) -> StreamSpec:
 def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: Path,
                  started: StartedEngines | None = None) -> dict[str, Any]:
     """RL from `model_path` on the train prompts of `data_dir`; the final policy lands in out_dir/hf.
-    `started`: the pool's engines, launched ahead while the stage before trained (rollout.prestart)."""
+    `started`: the pool's engines, launched ahead while the stage before trained (rollout.prestart); they
+    outlive the stage (the pool kills only engines it started): the caller releases them or hands them on."""
     rl = cfg.rl
     workers = rl.workers or cfg.resources.learner_workers
     ids = rl_prompt_ids(data_dir, rl.prompt_rows)
@@ -109,8 +111,6 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
         finally:
             ray.kill(producer)
             ray.kill(buffer)
-            if started:  # the pool's shutdown killed them, unless the producer failed before taking them
-                started.release()
     skipped = ray.get(errors.report.remote())
     return {"model": str(out_dir / "hf"), "rl_steps": summary["steps"], "rl_planned_steps": steps,
             "early_stop": summary["early_stop"], "engine_restarts": summary["engine_restarts"],
