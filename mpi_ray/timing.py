@@ -1,9 +1,12 @@
 """Where a run's time went: per stage, wall time split into work and start-up/waiting.
 
 Work is read from what each stage logged, not guessed:
-- VM-CPT, CoT-SFT, RL: their steps (metrics.jsonl) times the median gap between step timestamps;
-  the rest of the stage is Ray Train's worker group, vLLM engines, Ray Data's first stream,
-  checkpoint loads and the export;
+- VM-CPT, CoT-SFT: the compute each step measured (`step_s` in metrics.jsonl: batch padding, forward,
+  backward, optimizer); the rest of the stage (Ray Train's worker group, model loads, Ray Data's
+  first stream, waits for a batch, checkpoint saves, the export) is start-up and waiting. Logs
+  without `step_s` (written before 2026-12-06) fall back to RL's rule;
+- RL: its steps times the median gap between step timestamps (a step is generation and the update,
+  in two actors); the rest is the vLLM engines, the worker group, the first stream and the export;
 - eval: everything but the seconds until the batch inference's engines were ready;
 - model, data, export: all work (a build, a generator, a copy).
 Written to <run>/timing.json and appended to report.md by jobs/trimpi.py at the end of a run.
@@ -24,8 +27,10 @@ STEPPED = ("cpt", "sft", "rl")
 def _stepped_work(metrics: Path) -> float | None:
     if not metrics.exists():
         return None
-    times = [json.loads(line)["time"] for line in metrics.read_text().splitlines() if line.strip()]
-    times = sorted(t for t in times if t is not None)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if rows and all("step_s" in row for row in rows):
+        return sum(row["step_s"] for row in rows)
+    times = sorted(row["time"] for row in rows if row.get("time") is not None)
     if len(times) < 2:
         return None
     # steps x the median step, not the span: a resumed stage's log holds the steps of an earlier

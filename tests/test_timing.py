@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mpi_ray.timing import stage_times, write_timing
 
 
-def _stage(run: Path, stage: str, seconds: float, step_times: list[float] | None = None) -> None:
+def _stage(run: Path, stage: str, seconds: float, step_times: list[float] | None = None,
+           step_s: list[float] | None = None) -> None:
     (run / "stages").mkdir(parents=True, exist_ok=True)
     (run / "stages" / f"{stage}.json").write_text(json.dumps({"stage": stage, "seconds": seconds, "outputs": {}}))
     if step_times is not None:
         (run / stage).mkdir(exist_ok=True)
-        (run / stage / "metrics.jsonl").write_text("".join(json.dumps({"time": t}) + "\n" for t in step_times))
+        rows = [{"time": t, **({"step_s": step_s[i]} if step_s else {})} for i, t in enumerate(step_times)]
+        (run / stage / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def test_work_is_steps_times_the_median_step_and_eval_less_its_engine_start(tmp_path: Path) -> None:
@@ -35,3 +39,10 @@ def test_work_is_steps_times_the_median_step_and_eval_less_its_engine_start(tmp_
     write_timing(tmp_path)  # a re-run replaces the section instead of adding a second one
     assert (tmp_path / "report.md").read_text().count("## Where the time went") == 1
     assert json.loads((tmp_path / "timing.json").read_text())[1]["work_s"] == 12.0
+
+
+def test_a_learner_stage_that_measured_its_steps_counts_their_compute_as_work(tmp_path: Path) -> None:
+    """`step_s` (each step's measured compute): step-to-step jitter is work, not waiting; the waits for a
+    batch and the checkpoint saves between the steps are not."""
+    _stage(tmp_path, "sft", 60.0, [10.0, 10.5, 13.0, 13.2], step_s=[0.4, 0.3, 0.2, 0.25])
+    assert stage_times(tmp_path)[0]["work_s"] == pytest.approx(1.15)

@@ -183,6 +183,7 @@ def _pass_on_engines(cfg: PipelineConfig, handed: StartedEngines, checkpoints: l
     """The pass on engines that are up: engine i answers blocks i, i+n, ... (in checkpoint order), all engines at once."""
     blocks = _ordered_blocks(requests)
     rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len}).model_dump(mode="json")
+    # seed, max_images, dtype and pixel bounds only start an engine: these are up already
     predictors = [EnginePredictor(checkpoints, rollout, cfg.run.seed, 0, "", cfg.eval.efficiency_repeats, {},
                                   engine=RemoteEngine(actor)) for actor in handed.engines]
 

@@ -103,6 +103,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     order_log = (out / f"data_order_rank{rank}.jsonl").open(mode)
     metrics_log = open_metrics_log(out / "metrics.jsonl", "micro_step", micro_step if position else None) if rank == 0 else None
     pace, tokens = Pace(job.total_micro_steps), 0
+    step_s = 0.0  # compute of the micro-steps since the last report (the run's time split counts it as work)
     checkpoint_every = stage_cfg.checkpoint_every * stage_cfg.grad_accum
     for epoch in range(job.epochs):
         epoch_start = epoch * job.micro_steps_per_epoch
@@ -119,9 +120,11 @@ def learner_loop(config: dict[str, Any]) -> None:
                 break
             if index < skip:
                 continue  # consumed before the restart; its update is in the checkpoint
+            started = time.perf_counter()
             batch = padded_batch(rows, pad_id, image_token_id)
             labels = batch["labels"]
             loss, grad_norm = strategy.train_step(lambda m: masked_lm_loss(m(**_model_inputs(batch)).logits, labels)[0])
+            step_s += time.perf_counter() - started
             micro_step += 1
             tokens += int(batch["attention_mask"].sum())
             if job.fail_at_micro_step and micro_step == job.fail_at_micro_step + 1 and rank == world - 1:
@@ -130,7 +133,8 @@ def learner_loop(config: dict[str, Any]) -> None:
             order_log.flush()
             if grad_norm is None and micro_step < job.total_micro_steps:
                 continue
-            _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, pace, checkpoint_every, metrics_log)
+            _report(job, strategy, rank, micro_step, epoch, loss, grad_norm, tokens, step_s, pace, checkpoint_every, metrics_log)
+            step_s = 0.0
     order_log.close()
     export_hf(job.out_dir, job.model_path, strategy, rank)
 
@@ -194,11 +198,13 @@ def _die_once(out: Path, rank: int, micro_step: int) -> None:
 
 
 def _report(job: LearnerJob, strategy: Any, rank: int, micro_step: int, epoch: int, loss: float,
-            grad_norm: float | None, tokens: int, pace: Pace, checkpoint_every: int, metrics_log: Any) -> None:
+            grad_norm: float | None, tokens: int, step_s: float, pace: Pace, checkpoint_every: int,
+            metrics_log: Any) -> None:
     due = pace.due(micro_step)
     rate, eta = pace.update(micro_step, tokens)
     metrics = {"stage": job.stage, "micro_step": micro_step, "epoch": epoch, "loss": loss, "lr": strategy.lr,
-               "grad_norm": grad_norm, "tokens": tokens, "time": time.time(), "tokens_per_s": rate, "eta_s": eta}
+               "grad_norm": grad_norm, "tokens": tokens, "time": time.time(), "step_s": step_s, "tokens_per_s": rate,
+               "eta_s": eta}
     is_last = micro_step >= job.total_micro_steps
     if metrics_log:
         metrics_log.write(json.dumps(metrics) + "\n")
