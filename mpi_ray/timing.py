@@ -22,13 +22,15 @@ from typing import Any
 from mpi_ray.config.schema import STAGES
 
 STEPPED = ("cpt", "sft", "rl")
+MEASURED = ("cpt", "sft")  # their steps log their own compute (train/loop.py)
 
 
-def _stepped_work(metrics: Path) -> float | None:
+def _stepped_work(metrics: Path, measured: bool) -> float | None:
+    """`measured`: a learner stage whose rows carry their steps' compute (RL's `step_s` is the update alone)."""
     if not metrics.exists():
         return None
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    if rows and all("step_s" in row for row in rows):
+    if measured and rows and all("step_s" in row for row in rows):
         return sum(row["step_s"] for row in rows)
     times = sorted(row["time"] for row in rows if row.get("time") is not None)
     if len(times) < 2:
@@ -48,7 +50,7 @@ def stage_times(run: Path) -> list[dict[str, Any]]:
         wall = float(json.loads(marker.read_text())["seconds"])
         work: float | None = wall
         if stage in STEPPED:
-            work = _stepped_work(run / stage / "metrics.jsonl")
+            work = _stepped_work(run / stage / "metrics.jsonl", measured=stage in MEASURED)
         elif stage == "eval":
             results = run / "eval" / "results.json"
             startup = json.loads(results.read_text()).get("engine_startup_s") if results.exists() else None

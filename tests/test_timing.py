@@ -45,4 +45,7 @@ def test_a_learner_stage_that_measured_its_steps_counts_their_compute_as_work(tm
     """`step_s` (each step's measured compute): step-to-step jitter is work, not waiting; the waits for a
     batch and the checkpoint saves between the steps are not."""
     _stage(tmp_path, "sft", 60.0, [10.0, 10.5, 13.0, 13.2], step_s=[0.4, 0.3, 0.2, 0.25])
-    assert stage_times(tmp_path)[0]["work_s"] == pytest.approx(1.15)
+    _stage(tmp_path, "rl", 30.0, [10.0, 12.0, 14.0], step_s=[0.5, 0.5, 0.5])  # RL's step_s: the update alone
+    rows = {row["stage"]: row for row in stage_times(tmp_path)}
+    assert rows["sft"]["work_s"] == pytest.approx(1.15)
+    assert rows["rl"]["work_s"] == 6.0  # generation and update: steps x the median step
