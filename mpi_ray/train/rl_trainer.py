@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 
 from mpi_ray.cluster import on_driver_node
 from mpi_ray.config.schema import PipelineConfig
-from mpi_ray.data.shards import read_shard
+from mpi_ray.data.shards import read_shard, shard_paths
 from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
 from mpi_ray.rollout.buffer import RolloutBuffer
 from mpi_ray.rollout.prestart import StartedEngines
@@ -42,7 +42,7 @@ def max_images(data_dir: str) -> int:
     """Images in the largest policy-aware prompt (policy images + query images) of any split: vLLM's
     per-prompt limit, so that the engines, handed on to eval after RL, also take the test suites' prompts."""
     most = 1
-    for path in sorted(str(p) for p in Path(data_dir).glob("*-*.parquet")):
+    for path in shard_paths(data_dir, "*"):  # "*": the shards of every split
         table = read_shard(path, columns=["policy_images", "images"])
         counts = pc.add(pc.list_value_length(table["policy_images"]), pc.list_value_length(table["images"]))
         most = max(most, int(pc.max(counts).as_py() or 0))
