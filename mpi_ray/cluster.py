@@ -85,6 +85,9 @@ def on_driver_node() -> dict[str, Any]:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
 
 
+WORKERS_SOFT_LIMIT_PER_CPU = 3  # idle processes kept warm: a few hundred MB each, bounded by what the run starts
+
+
 def connect(cfg: PipelineConfig) -> str:
     """Start or join Ray; returns a short description of where we are."""
     if ray.is_initialized():
@@ -115,7 +118,12 @@ def connect(cfg: PipelineConfig) -> str:
         include_dashboard=False,
         # Ray expects as many workers starting at once as the machine has cores (2 here) and warns at
         # every 4x, 5x, ... that many worker processes alive; this cluster declares cluster_cpus on purpose.
-        _system_config={"worker_maximum_startup_concurrency": cfg.resources.cluster_cpus},
+        # Ray kills idle worker processes once more workers than this are alive (default: the CPU count);
+        # the vLLM engines, learners and controllers count too, so the RL producer's encoding process,
+        # warmed while CoT-SFT runs (data/warm.py), was killed idle before RL began and RL's first prompts
+        # waited for a cold one (measured: 6.1 s of imports on RL's critical path).
+        _system_config={"worker_maximum_startup_concurrency": cfg.resources.cluster_cpus,
+                        "num_workers_soft_limit": WORKERS_SOFT_LIMIT_PER_CPU * cfg.resources.cluster_cpus},
         runtime_env={**runtime_env, "worker_process_setup_hook": f"{__name__}.quiet_local_worker"},
         log_to_driver=True,
     )

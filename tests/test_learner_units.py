@@ -49,9 +49,28 @@ def test_plan_is_equal_per_rank_deterministic_and_covers_each_epoch() -> None:
         for rank_ids in ranks:
             assert rank_ids == sorted(rank_ids)  # shard order within a rank
     assert plan.assignments[0] != plan.assignments[1]  # a new deal every epoch
-    assert make_plan(ids, 2, 3, 2, seed=7, max_micro_steps=4).total_micro_steps == 4
+    bounded = make_plan(ids, 2, 3, 2, seed=7, max_micro_steps=4)
+    assert bounded.total_micro_steps == 4
+    # only the rows the steps consume: 3 steps of 3 in the first epoch, 1 in the second
+    assert [[len(r) for r in ranks] for ranks in bounded.assignments] == [[9, 9], [3, 3]]
+    for rank in (0, 1):  # the same deal, cut: the bounded epoch's rows are drawn from the full one's
+        assert set(bounded.assignments[1][rank]) < set(plan.assignments[1][rank])
     with pytest.raises(ValueError, match="cannot give 4 workers"):
         make_plan(ids[:5], world=4, micro_batch=2, epochs=1, seed=0, max_micro_steps=None)
+
+
+def test_rl_streams_only_the_prompts_its_steps_draw() -> None:
+    from mpi_ray.train.rl_trainer import drawn_prompt_ids
+
+    ids = [f"p{i:04d}" for i in range(1024)]
+    drawn = drawn_prompt_ids(ids, 64, dynamic_sampling=False, seed=0)
+    assert len(drawn) == 64 and drawn == sorted(drawn) and set(drawn) < set(ids)  # a subset, in shard order
+    assert drawn == drawn_prompt_ids(ids, 64, dynamic_sampling=False, seed=0)  # the same on a re-run (resume)
+    assert drawn != drawn_prompt_ids(ids, 64, dynamic_sampling=False, seed=1)
+    assert drawn != ids[:64]  # drawn over the whole split, not its first rows (shards may be grouped by policy)
+    # dynamic sampling draws as many prompts as its filter needs; a run past one pass needs them all
+    assert drawn_prompt_ids(ids, 64, dynamic_sampling=True, seed=0) == ids
+    assert drawn_prompt_ids(ids, 2048, dynamic_sampling=False, seed=0) == ids
 
 
 def test_an_epoch_is_cut_into_streams_of_whole_batches_in_order() -> None:

@@ -69,6 +69,9 @@ def make_plan(ids: list[str], world: int, micro_batch: int, epochs: float, seed:
     for epoch in range(math.ceil(total / micro_per_epoch)):
         order = list(ids)
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        ranks = [sorted(order[r::world][: micro_per_epoch * micro_batch], key=position.__getitem__) for r in range(world)]
+        # the rows this epoch's steps consume: a run bounded by max_micro_steps (VM-CPT's 64 steps of a
+        # 1,024-step epoch) streams and encodes only those, not the whole epoch
+        steps = min(micro_per_epoch, total - epoch * micro_per_epoch)
+        ranks = [sorted(order[r::world][: steps * micro_batch], key=position.__getitem__) for r in range(world)]
         assignments.append(ranks)
     return DataPlan(assignments, micro_per_epoch, total)

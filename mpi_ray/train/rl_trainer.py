@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ def rl_prompt_ids(data_dir: str, rows: str) -> list[str]:
         return every
     with_cot = set(eligible_ids(data_dir, "train", needs_cot=True))
     return [sample_id for sample_id in every if sample_id not in with_cot]
+
+
+def drawn_prompt_ids(ids: list[str], drawn: int, dynamic_sampling: bool, seed: int) -> list[str]:
+    """The prompts the producer's stream carries: where rl.max_steps stops RL inside its first pass and
+    every step draws rl.rollout_batch prompts (no dynamic sampling), a seeded subset of that many, in shard
+    order, so the stream encodes what the steps draw and not the whole split (the default's 8 steps draw
+    64 of 1,024 prompts: the stream encoded all of them, about 10 s of a core during RL's start-up)."""
+    if dynamic_sampling or drawn >= len(ids):
+        return ids
+    kept = set(random.Random(seed).sample(ids, drawn))
+    return [sample_id for sample_id in ids if sample_id in kept]
 
 
 def max_images(data_dir: str) -> int:
@@ -72,11 +84,12 @@ def run_rl_stage(cfg: PipelineConfig, model_path: str, data_dir: str, out_dir: P
     if len(ids) < rl.rollout_batch:
         raise ValueError(f"{len(ids)} RL prompts ({rl.prompt_rows} train rows) cannot fill rl.rollout_batch={rl.rollout_batch}")
     steps = total_steps(cfg, len(ids))
+    every, ids = len(ids), drawn_prompt_ids(ids, steps * rl.rollout_batch, rl.dynamic_sampling, cfg.run.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     deterministic_context()  # the same prompt order on every run: a resumed stage skips exactly the drawn ones
     errors = SampleErrors.options(**on_driver_node()).remote()
     prompts = stage_dataset(data_dir, "train", rl_stream_spec(cfg, model_path), errors, sample_ids=ids)
-    print(f"[rl] {rl.algorithm}: {len(ids)} prompts, {steps} steps of {rl.rollout_batch} prompts x G={rl.group_size}"
+    print(f"[rl] {rl.algorithm}: {len(ids)} of {every} prompts, {steps} steps of {rl.rollout_batch} prompts x G={rl.group_size}"
           f"{' x 2 groups (PoRo)' if rl.uses_poro else ''}; {cfg.rollout.engines} vLLM engines, {workers} learners "
           f"({cfg.learner.strategy}), max_staleness {cfg.rollout.max_staleness}", flush=True)
 
