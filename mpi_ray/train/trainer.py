@@ -13,7 +13,7 @@ from ray.train.torch import TorchTrainer
 
 from mpi_ray.cluster import on_driver_node
 from mpi_ray.config.schema import PipelineConfig, StageConfig
-from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, stage_dataset
+from mpi_ray.data.streams import SampleErrors, StreamSpec, deterministic_context, split_rows, stage_dataset
 from mpi_ray.train import checkpoint
 from mpi_ray.train.loop import LearnerJob, learner_loop
 from mpi_ray.train.plan import eligible_ids, make_plan, stream_chunks
@@ -65,14 +65,15 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
 
     deterministic_context()
     errors = SampleErrors.options(**on_driver_node()).remote()
-    spec = learner_stream_spec(cfg, stage, model_path)
+    spec, rows = learner_stream_spec(cfg, stage, model_path), split_rows(data_dir, "train")
     datasets, names = {}, []  # names[epoch][rank]: that rank's streams of the epoch, read one after another
     for epoch, ranks in enumerate(plan.assignments):
         names.append([])
         for rank, rank_ids in enumerate(ranks):
             chunks = stream_chunks(rank_ids, cfg.data.stream_chunk_rows, stage_cfg.batch_size_per_worker)
             for chunk, chunk_ids in enumerate(chunks):
-                datasets[f"e{epoch}_r{rank}_c{chunk}"] = stage_dataset(data_dir, "train", spec, errors, sample_ids=chunk_ids)
+                name = f"e{epoch}_r{rank}_c{chunk}"
+                datasets[name] = stage_dataset(data_dir, "train", spec, errors, sample_ids=chunk_ids, rows=rows)
             names[-1].append([f"e{epoch}_r{rank}_c{chunk}" for chunk in range(len(chunks))])
 
     out_dir.mkdir(parents=True, exist_ok=True)
