@@ -79,6 +79,10 @@ def test_an_epoch_is_cut_into_streams_of_whole_batches_in_order() -> None:
     assert [len(c) for c in chunks] == [6, 6, 6, 5] and sum(chunks, []) == ids
     assert stream_chunks(ids, chunk_rows=512, micro_batch=4) == [ids]
     assert all(len(c) % 4 == 0 for c in stream_chunks(ids[:20], 1, 4))
+    # a short first stream (the first batch waits for it), then full ones
+    chunks = stream_chunks(ids, chunk_rows=9, micro_batch=3, first_rows=4)
+    assert [len(c) for c in chunks] == [6, 9, 8] and sum(chunks, []) == ids
+    assert stream_chunks([], chunk_rows=9, micro_batch=3) == []
 
 
 def test_schedule_warms_up_then_decays() -> None:

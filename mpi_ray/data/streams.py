@@ -145,6 +145,9 @@ def encode_batch(batch: pa.Table, spec: StreamSpec, errors: Any, keep_ids: froze
     return EncodeBatch(spec, errors, keep_ids)(batch)
 
 
+ENCODED_BLOCK_BYTES = 8 * 1024 * 1024
+
+
 def split_rows(data_dir: str, split: str, concurrency: int = 1) -> ray.data.Dataset:
     """A lazy read of a split's shards. Each read_parquet samples its files in Ray tasks first (Ray Data's
     size estimate), so the streams of one stage share one read: CoT-SFT's eight 512-row chunks built
@@ -152,6 +155,9 @@ def split_rows(data_dir: str, split: str, concurrency: int = 1) -> ray.data.Data
     # Ray Data 2.60's datasource V2 lists files in a task that sat 14 s idle (78 ms of CPU) before
     # every stream here; the V1 reader reads the same shards in 0.2 s once a worker is warm.
     ray.data.DataContext.get_current().use_datasource_v2 = False
+    # Encoded rows leave a task in blocks of this size: at Ray Data's 128 MB a task's output (a few hundred
+    # rows with their pixel patches) was one block, so a stream's first batch waited for all of its rows.
+    ray.data.DataContext.get_current().target_max_block_size = ENCODED_BLOCK_BYTES
     # Reads at the encoding's concurrency: a read is ~25 ms against seconds of encoding, and each read
     # task in flight holds a worker process (ten cold ones at a stream's start before this, which also
     # pushed Ray's idle-worker count past its soft limit and got the warmed encoding process killed).
