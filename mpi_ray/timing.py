@@ -76,7 +76,7 @@ def timing_lines(rows: list[dict[str, Any]]) -> list[str]:
     wall = sum(row["wall_s"] for row in known)
     startup = sum(row["startup_s"] for row in known)
     if wall:
-        lines.append(f"| all | {wall:.1f} | {wall - startup:.1f} | {startup:.1f} | {100 * startup / wall:.0f}% |")
+        lines.append(f"| all | {wall:.1f} | {wall - startup:.1f} | {startup:.1f} | {100 * startup / wall:.1f}% |")
     return lines + [""]
 
 

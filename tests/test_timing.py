@@ -35,7 +35,7 @@ def test_work_is_steps_times_the_median_step_and_eval_less_its_engine_start(tmp_
 
     (tmp_path / "report.md").write_text("# report\n\n| a | b |\n")
     lines = write_timing(tmp_path)
-    assert "| all | 200.0 | 82.0 | 118.0 | 59% |" in lines and "| rl | 50.0 | - | - | - |" in lines
+    assert "| all | 200.0 | 82.0 | 118.0 | 59.0% |" in lines and "| rl | 50.0 | - | - | - |" in lines
     write_timing(tmp_path)  # a re-run replaces the section instead of adding a second one
     assert (tmp_path / "report.md").read_text().count("## Where the time went") == 1
     assert json.loads((tmp_path / "timing.json").read_text())[1]["work_s"] == 12.0

@@ -50,8 +50,8 @@ def stream_chunks(rank_ids: list[str], chunk_rows: int, micro_batch: int,
     then `chunk_rows` each (the last one may be shorter).
 
     Why a short first one: the learner's first batch waits until the shuffle buffer (sft.shuffle_buffer,
-    256 rows) is full or the stream has ended, and a stage's first rows come from an encoder that
-    starts with it: a 512-row first stream put about 4 s of encoding before CoT-SFT's first step.
+    256 rows) is full or the stream has ended: a 512-row first stream put about 4 s of encoding before
+    CoT-SFT's first step, with the RL engines starting beside it.
 
     Why not one stream per epoch: Ray Data's executor runs in the learner's process, and once a stream
     has filled its object-store budget with no task in flight it polls in a loop that never waits

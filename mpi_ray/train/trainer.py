@@ -71,10 +71,9 @@ def run_learner_stage(cfg: PipelineConfig, stage: str, model_path: str, data_dir
         names.append([])
         for rank, rank_ids in enumerate(ranks):
             chunks = stream_chunks(rank_ids, cfg.data.stream_chunk_rows, stage_cfg.batch_size_per_worker)
-            for chunk, chunk_ids in enumerate(chunks):
-                name = f"e{epoch}_r{rank}_c{chunk}"
-                datasets[name] = stage_dataset(data_dir, "train", spec, errors, sample_ids=chunk_ids, rows=rows)
             names[-1].append([f"e{epoch}_r{rank}_c{chunk}" for chunk in range(len(chunks))])
+            for name, chunk_ids in zip(names[-1][-1], chunks):
+                datasets[name] = stage_dataset(data_dir, "train", spec, errors, sample_ids=chunk_ids, rows=rows)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     job = LearnerJob(
