@@ -64,16 +64,25 @@ class RemoteEngine:
 
 
 class EnginePredictor:
-    """One vLLM engine per Ray Data actor; `__call__` answers a batch of requests. `engine`: one that is up
-    already (a RemoteEngine), holding none of `checkpoints` yet; None: start one from the first."""
+    """One vLLM engine per Ray Data actor, started from the first of `checkpoints`; `__call__` answers a
+    batch of requests. `on_engine` builds one on an engine that is up already (RL's, handed on)."""
 
     def __init__(self, checkpoints: list[str], rollout: dict[str, Any], seed: int, max_images: int, dtype: str, repeats: int,
-                 pixel_bounds: dict[str, int], engine: Any = None):
+                 pixel_bounds: dict[str, int]):
         config = RolloutConfig.model_validate(rollout)
-        self.checkpoints = checkpoints
-        self.loaded = 0 if engine is None else None
-        self.engine = engine or RolloutEngine(checkpoints[0], config, seed, max_images, dtype, pixel_bounds)
-        self.repeats, self.max_tokens = repeats, config.max_response_len
+        engine = RolloutEngine(checkpoints[0], config, seed, max_images, dtype, pixel_bounds)
+        self._serve(checkpoints, engine, 0, config.max_response_len, repeats)
+
+    @classmethod
+    def on_engine(cls, engine: RemoteEngine, checkpoints: list[str], max_tokens: int, repeats: int) -> EnginePredictor:
+        """On a running engine that holds none of `checkpoints` yet: the first batch swaps one in."""
+        predictor = cls.__new__(cls)
+        predictor._serve(checkpoints, engine, None, max_tokens, repeats)
+        return predictor
+
+    def _serve(self, checkpoints: list[str], engine: Any, loaded: int | None, max_tokens: int, repeats: int) -> None:
+        self.checkpoints, self.engine, self.loaded = checkpoints, engine, loaded
+        self.repeats, self.max_tokens = repeats, max_tokens
         self.ready_at = time.time()  # the pass's start-up ends here (the report's time split)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -182,10 +191,8 @@ def _pass_on_engines(cfg: PipelineConfig, handed: StartedEngines, checkpoints: l
                      requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The pass on engines that are up: engine i answers blocks i, i+n, ... (in checkpoint order), all engines at once."""
     blocks = _ordered_blocks(requests)
-    rollout = cfg.rollout.model_copy(update={"max_response_len": cfg.eval.max_response_len}).model_dump(mode="json")
-    # seed, max_images, dtype and pixel bounds only start an engine: these are up already
-    predictors = [EnginePredictor(checkpoints, rollout, cfg.run.seed, 0, "", cfg.eval.efficiency_repeats, {},
-                                  engine=RemoteEngine(actor)) for actor in handed.engines]
+    predictors = [EnginePredictor.on_engine(RemoteEngine(actor), checkpoints, cfg.eval.max_response_len,
+                                            cfg.eval.efficiency_repeats) for actor in handed.engines]
 
     def answer(index: int) -> list[pa.Table]:
         return [predictors[index](block) for block in blocks[index::len(predictors)]]
