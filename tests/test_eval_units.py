@@ -44,6 +44,22 @@ def test_referral_finds_where_the_reasoning_leaves_the_path() -> None:
     assert summary["path_exact"] == 0 and summary["branching_errors_by_depth"] == {"1": 1, "2": 1}
 
 
+def test_decisions_say_which_condition_the_errors_come_from() -> None:
+    gold = [{"condition": "1", "holds": True}, {"condition": "1.1", "holds": False}, {"condition": "1.1.2", "holds": True}]
+    walked = "Condition 1 checks x. Condition 1.1 checks y. Condition 1.1.2 checks z."
+    assert referral.decisions(walked, gold, correct=True) == [("1", True), ("1.1", True), ("1.1.2", True)]
+    assert referral.decisions(walked, gold, correct=False) == [("1", True), ("1.1", True), ("1.1.2", False)]
+    wrong_branch = "Condition 1 checks x. Condition 1.2 checks y."
+    assert referral.decisions(wrong_branch, gold, correct=False) == [("1", False)]
+    stops_early = "Condition 1 checks x."
+    assert referral.decisions(stops_early, gold, correct=False) == [("1", False)]
+    assert referral.decisions("no reasoning", gold, correct=False) == []
+    summary = referral.summarize_decisions([referral.decisions(t, gold, c) for t, c in
+                                            ((walked, True), (walked, False), (wrong_branch, False))])
+    assert summary == {"1": {"reached": 3, "right": 2}, "1.1": {"reached": 2, "right": 2}, "1.1.2": {"reached": 2, "right": 1}}
+    assert list(referral.summarize_decisions([[("1.1.1", True), ("1.2", True), ("1", True)]])) == ["1", "1.2", "1.1.1"]
+
+
 def test_gta_referral_checks_the_cited_rules_against_the_fired_ones() -> None:
     from mpi_ray.data.gta_policy.dataset import build_splits
     from mpi_ray.data.gta_policy.generator import generate_split
@@ -229,7 +245,8 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
             "rl": {"label": "TriMPI w/ PoRo-GRPO", "suites": {"policy_free": {**suites, "accuracy": 75.0},
                                                               "override": suites, "forgetting": suites},
                    "referral": {"programmatic": {"samples": 4, "path_exact": 0.5, "condition_recall": 0.75,
-                                                 "condition_precision": 0.8, "branching_errors_by_depth": {"1": 2}}},
+                                                 "condition_precision": 0.8, "branching_errors_by_depth": {"1": 2},
+                                                 "decisions": {"1": {"reached": 4, "right": 3}, "1.1": {"reached": 3, "right": 2}}}},
                    "efficiency": {"samples": 2, "prompt_tokens_with_policy": 900, "prompt_tokens_without_policy": 100,
                                   "token_reduction_pct": 88.9, "ttft_with_policy_ms": 40.0, "ttft_without_policy_ms": 10.0,
                                   "prefill_reduction_pct": 75.0, "paper_token_reduction_pct": 93.9,
@@ -240,6 +257,7 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
     assert "| In-Context (no MPI) | 25.00 | - | - | 4 |" in report
     assert "| TriMPI w/ PoRo-GRPO | 75.00 | 25.00 | 50.00 | 4 |" in report
     assert "88.9%" in report and "up to 85.7%" in report and "before MPI (base model): 25.00" in report
+    assert "(right / reached): 1 3/4 (75%), 1.1 2/3 (67%)" in report
     for plot in ("training_loss", "rl_rewards", "branching_errors"):
         assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report
 

@@ -79,6 +79,34 @@ def summarize_paths(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def decisions(text: str, gold_path: list[dict[str, Any]], correct: bool) -> list[tuple[str, bool]]:
+    """(condition, took the gold branch) for each gold condition the reasoning reached along the gold
+    path: a branch is read off the next condition visited, the last one's off the final answer. Says
+    which condition's check (which perception) the errors come from."""
+    gold = [str(step["condition"]) for step in gold_path]
+    visited = visited_conditions(text)
+    taken = []
+    for depth, condition in enumerate(gold):
+        if visited[: depth + 1] != gold[: depth + 1]:
+            break
+        if depth == len(gold) - 1:
+            taken.append((condition, correct and len(visited) == len(gold)))
+        else:
+            taken.append((condition, visited[depth + 1: depth + 2] == [gold[depth + 1]]))
+    return taken
+
+
+def summarize_decisions(per_response: list[list[tuple[str, bool]]]) -> dict[str, dict[str, int]]:
+    """{condition: {reached, right}}, conditions shallowest first (1, 1.1, 1.2, 1.1.1, ...)."""
+    counts: dict[str, dict[str, int]] = {}
+    for taken in per_response:
+        for condition, right in taken:
+            entry = counts.setdefault(condition, {"reached": 0, "right": 0})
+            entry["reached"] += 1
+            entry["right"] += right
+    return {c: counts[c] for c in sorted(counts, key=lambda c: (c.count("."), [int(part) for part in c.split(".")]))}
+
+
 def cited_rules(text: str) -> list[str]:
     """GTAPolicy rule IDs ("R5") the reasoning cites, in order, each once."""
     return list(dict.fromkeys(f"R{number}" for number in CITE.findall(_text(text))))

@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mpi_ray.rewards.combine import is_gta  # noqa: E402
 
+_DECISIONS_LISTED = 15  # the conditions of a depth-4 tree; a deeper tree's report lists its shallowest 15
+
 
 def _metrics(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
@@ -125,6 +127,10 @@ def _referral(final: dict[str, Any]) -> list[str]:
                   f"- Gold conditions visited (recall): {100 * prog['condition_recall']:.1f}%; visited conditions on the "
                   f"gold path (precision): {100 * prog['condition_precision']:.1f}%",
                   f"- First divergence by depth (0 = the root condition): {prog['branching_errors_by_depth']}"]
+        if prog.get("decisions"):
+            lines.append("- Gold branch taken at each condition reached on the gold path (right / reached): " + ", ".join(
+                f"{condition} {c['right']}/{c['reached']} ({100 * c['right'] / c['reached']:.0f}%)"
+                for condition, c in list(prog["decisions"].items())[:_DECISIONS_LISTED]))
     rules = ref.get("rules")
     if rules:
         lines += [f"- Reasoning cites exactly the rules that apply: {100 * rules['rules_exact']:.1f}% of {rules['samples']} responses",

@@ -50,8 +50,12 @@ def efficiency_summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
 def referral_summary(cfg: PipelineConfig, responses: list[dict[str, Any]]) -> dict[str, Any]:
     """Programmatic referral where samples carry a gold path (ClevrPolicy) or fired rules (GTAPolicy);
     the LLM judge when eval.judge_url is set."""
-    paths = [referral.path_referral(r["text"], r["gold_path"]) for r in responses if r.get("gold_path")]
-    summary: dict[str, Any] = {"programmatic": referral.summarize_paths(paths)} if paths else {}
+    walked = [r for r in responses if r.get("gold_path")]
+    summary: dict[str, Any] = {}
+    if walked:
+        paths = [referral.path_referral(r["text"], r["gold_path"]) for r in walked]
+        taken = [referral.decisions(r["text"], r["gold_path"], r["scores"].get("accuracy", 0.0) >= 1.0) for r in walked]
+        summary["programmatic"] = referral.summarize_paths(paths) | {"decisions": referral.summarize_decisions(taken)}
     rules = [referral.rule_referral(r["text"], r["rule_ids"]) for r in responses if r.get("rule_ids")]
     if rules:
         summary["rules"] = referral.summarize_rules(rules)
