@@ -1,6 +1,6 @@
 """Where the tiny model's perception fails: seeing, or answering the question asked?
 
-    python benchmarks/bench_question_conditioning.py [--model DIR] [--steps 400] [--threads 2] [--oracle]
+    python benchmarks/bench_question_conditioning.py [--model DIR] [--steps 400] [--threads 2] [--oracle | --align-steps N]
 
 Trains copies of one model (default: a fresh random-init xs) on balanced yes/no questions "Is there a
 <color> object?" about generated 112 px scenes, loss on the answer token only, and prints held-out
@@ -27,6 +27,12 @@ template 44-64% (no better than the real tower; also for 800 steps); without the
 350; in the template with the colour repeated last 94% at step 250. Even a perfect tower does not
 help while the asked word sits a chat template (about ten tokens) before the answer: the small model
 learns to read the image for a word next to the answer, not to carry a word across the template first.
+
+`--align-steps N` first trains the model's real tower for N steps so that its tokens are linear in the
+language model's own value-word embeddings (`align_tower`: our stand-in for LLaVA's stage 1), freezes it,
+and runs eight questions with the colour last, without it, and with the colour followed by " object:"
+(the answer two tokens after the word); first, as the control, the colour last on the same tower frozen
+before the alignment. Figures: README, "Question-conditioned perception".
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ from mpi_ray.data.clevr_policy.scene import sample_scene
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.tiny import build_tiny
 from mpi_ray.model.vision_pretrain import VALUES, cell_labels
+from mpi_ray.model.vision_pretrain import _balanced_accuracy, _batch as _vision_batch, _tokens as _vision_tokens
 from mpi_ray.stages.model import resolve_base
 from transformers import AutoProcessor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 SIDE = 112
+LAST = " {color}"  # the asked color repeated as the prompt's last token: the answer is predicted at it
 
 
 class OracleTower(torch.nn.Module):
@@ -70,9 +78,43 @@ class OracleTower(torch.nn.Module):
         return BaseModelOutputWithPooling(pooler_output=self.labels @ self.embeddings.weight[self.value_ids])
 
 
-def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: bool, template: bool, tokenizer) -> tuple:
-    """Balanced: half the scenes have an object of the asked color, half none. Returns the prompts,
-    images, answers and the images' cell labels (what the oracle tower shows)."""
+def align_tower(model: torch.nn.Module, processor, steps: int) -> float:
+    """Train the tower (in place) so that its tokens are linear in the language model's own value-word
+    embeddings: the dense attribute labels of `vision_pretrain`, read through a readout fixed to the 15
+    value words' normalized input embeddings (a learned scale and bias only). Our stand-in for LLaVA's
+    stage 1, which aligns the visual tokens with the word space. Returns held-out value existence (%)."""
+    words = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[
+        torch.tensor([processor.tokenizer.encode(" " + value)[0] for _, value in VALUES])], dim=-1)
+    scale, bias = torch.nn.Parameter(torch.tensor(5.0)), torch.nn.Parameter(torch.zeros(len(VALUES)))
+    visual = model.model.visual
+    optimizer = torch.optim.AdamW([{"params": list(visual.parameters())}, {"params": [scale, bias], "lr": 1e-2}], lr=2e-3)
+    rng, held_out_rng = random.Random("aligned:train"), random.Random("aligned:held_out")
+    inputs, labels = _vision_batch(held_out_rng, processor, SIDE, 64)
+
+    def logits(batch: dict) -> torch.Tensor:
+        return _vision_tokens(visual, batch) @ words.T * scale + bias
+
+    accuracy = 0.0
+    for step in range(1, steps + 1):
+        batch, cells = _vision_batch(rng, processor, SIDE, 32)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits(batch).view(*cells.shape[:2], -1), cells[..., : len(VALUES)], pos_weight=torch.full((len(VALUES),), 4.0))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 500 == 0 or step == steps:
+            with torch.no_grad():
+                present = logits(inputs).view(*labels.shape[:2], -1).amax(1) > 0
+            accuracy = _balanced_accuracy(present, labels[..., : len(VALUES)].amax(1) > 0)
+            print(f"aligning the tower                         step {step:>4} | loss {loss.item():.3f} | "
+                  f"held-out value existence {accuracy:.1f}%", flush=True)
+    return accuracy
+
+
+def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str, template: bool, tokenizer) -> tuple:
+    """Balanced: half the scenes have an object of the asked color, half none. `echo` is appended to
+    the prompt with the color filled in ("" none, " {color}": the answer is predicted at the color).
+    Returns the prompts, images, answers and the images' cell labels (what the oracle tower shows)."""
     texts, images, answers, labels = [], [], [], []
     for _ in range(count):
         color, yes = rng.choice(colors), rng.random() < 0.5
@@ -85,14 +127,14 @@ def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: boo
                                                    add_generation_prompt=True)
         else:
             prompt = f"<|vision_start|><|image_pad|><|vision_end|>Is there a {color} object? Answer:"
-        texts.append(prompt + (f" {color}" if echo else ""))
+        texts.append(prompt + echo.format(color=color))
         images.append(render_scene(scene))
         answers.append(yes)
         labels.append(cell_labels(scene)[:, : len(VALUES)])
     return texts, images, answers, torch.cat(labels)
 
 
-def train(model: torch.nn.Module, processor, colors: tuple[str, ...], echo: bool, steps: int, label: str,
+def train(model: torch.nn.Module, processor, colors: tuple[str, ...], echo: str, steps: int, label: str,
           template: bool = True, warmup: int = 1) -> None:
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
@@ -133,6 +175,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--oracle", action="store_true", help="a perfect tower made of word embeddings (see above)")
+    parser.add_argument("--align-steps", type=int, default=0,
+                        help="first align the tower with the word embeddings for this many steps, then freeze it (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = resolve_base(args.model) if args.model else build_tiny(Path(tempfile.mkdtemp()) / "init", args.size, 0,
@@ -141,17 +185,26 @@ def main() -> None:
     initial = load_model(path).train()
     if args.oracle:
         initial.model.visual = OracleTower(initial, processor.tokenizer)
-        settings = [("oracle: eight questions", COLORS, False, True), ("oracle: eight questions, no template", COLORS, False, False),
-                    ("oracle: eight questions, color last", COLORS, True, True)]
+        settings = [("oracle: eight questions", COLORS, "", True), ("oracle: eight questions, no template", COLORS, "", False),
+                    ("oracle: eight questions, color last", COLORS, LAST, True)]
+    elif args.align_steps:
+        control = copy.deepcopy(initial)  # the same frozen-tower training, not aligned
+        control.model.visual.requires_grad_(False)
+        torch.manual_seed(0)
+        train(control, processor, COLORS, LAST, args.steps, "not aligned, frozen: color last", True, warmup=200)
+        align_tower(initial, processor, args.align_steps)
+        initial.model.visual.requires_grad_(False)
+        settings = [("aligned: eight questions, color last", COLORS, LAST, True), ("aligned: eight questions", COLORS, "", True),
+                    ("aligned: eight, color then ' object:'", COLORS, LAST + " object:", True)]
     else:
-        settings = [("one question (red)", ("red",), False, True), ("eight questions", COLORS, False, True),
-                    ("eight questions, color last", COLORS, True, True)]
+        settings = [("one question (red)", ("red",), "", True), ("eight questions", COLORS, "", True),
+                    ("eight questions, color last", COLORS, LAST, True)]
     for label, colors, echo, template in settings:
         torch.manual_seed(0)
         model = copy.deepcopy(initial)
         if args.oracle:  # the copy's oracle must read the copy's embeddings
             model.model.visual = OracleTower(model, processor.tokenizer)
-        train(model, processor, colors, echo, args.steps, label, template, warmup=200 if args.oracle else 1)
+        train(model, processor, colors, echo, args.steps, label, template, warmup=200 if args.oracle or args.align_steps else 1)
 
 
 if __name__ == "__main__":
