@@ -52,7 +52,7 @@ from mpi_ray.data.clevr_policy.scene import sample_scene
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.tiny import build_tiny
 from mpi_ray.model.vision_pretrain import VALUES, cell_labels
-from mpi_ray.model.vision_pretrain import _balanced_accuracy, _batch as _vision_batch, _tokens as _vision_tokens
+from mpi_ray.model.vision_pretrain import balanced_accuracy, labelled_batch, tower_tokens
 from mpi_ray.stages.model import resolve_base
 from transformers import AutoProcessor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -89,14 +89,14 @@ def align_tower(model: torch.nn.Module, processor, steps: int) -> float:
     visual = model.model.visual
     optimizer = torch.optim.AdamW([{"params": list(visual.parameters())}, {"params": [scale, bias], "lr": 1e-2}], lr=2e-3)
     rng, held_out_rng = random.Random("aligned:train"), random.Random("aligned:held_out")
-    inputs, labels = _vision_batch(held_out_rng, processor, SIDE, 64)
+    inputs, labels = labelled_batch(held_out_rng, processor, SIDE, 64)
 
     def logits(batch: dict) -> torch.Tensor:
-        return _vision_tokens(visual, batch) @ words.T * scale + bias
+        return tower_tokens(visual, batch) @ words.T * scale + bias
 
     accuracy = 0.0
     for step in range(1, steps + 1):
-        batch, cells = _vision_batch(rng, processor, SIDE, 32)
+        batch, cells = labelled_batch(rng, processor, SIDE, 32)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits(batch).view(*cells.shape[:2], -1), cells[..., : len(VALUES)], pos_weight=torch.full((len(VALUES),), 4.0))
         optimizer.zero_grad(set_to_none=True)
@@ -105,7 +105,7 @@ def align_tower(model: torch.nn.Module, processor, steps: int) -> float:
         if step % 500 == 0 or step == steps:
             with torch.no_grad():
                 present = logits(inputs).view(*labels.shape[:2], -1).amax(1) > 0
-            accuracy = _balanced_accuracy(present, labels[..., : len(VALUES)].amax(1) > 0)
+            accuracy = balanced_accuracy(present, labels[..., : len(VALUES)].amax(1) > 0)
             print(f"aligning the tower                         step {step:>4} | loss {loss.item():.3f} | "
                   f"held-out value existence {accuracy:.1f}%", flush=True)
     return accuracy

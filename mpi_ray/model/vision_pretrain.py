@@ -55,19 +55,19 @@ def cell_labels(scene: SceneGraph) -> torch.Tensor:
     return labels
 
 
-def _batch(rng: random.Random, processor: Any, image_size: int, count: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def labelled_batch(rng: random.Random, processor: Any, image_size: int, count: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     scenes = [sample_scene(rng, image_size, image_size) for _ in range(count)]
     inputs = processor.image_processor(images=[render_scene(scene) for scene in scenes], return_tensors="pt")
     return {"pixel_values": inputs["pixel_values"], "grid_thw": inputs["image_grid_thw"]}, torch.stack(
         [cell_labels(scene) for scene in scenes])
 
 
-def _tokens(visual: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+def tower_tokens(visual: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     out = visual(inputs["pixel_values"], grid_thw=inputs["grid_thw"])
     return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
-def _balanced_accuracy(predicted: torch.Tensor, gold: torch.Tensor) -> float:
+def balanced_accuracy(predicted: torch.Tensor, gold: torch.Tensor) -> float:
     """Mean over labels of (true-positive rate + true-negative rate) / 2; labels never seen both ways skip."""
     scores = []
     for column in range(gold.shape[1]):
@@ -90,7 +90,7 @@ def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) 
     """Image-level existence (a cell says yes) balanced accuracy: values, kinds, and values per attribute."""
     predicted, gold = [], []
     for inputs, labels in held_out:
-        logits = readout(_tokens(visual, inputs)).view(labels.shape)
+        logits = readout(tower_tokens(visual, inputs)).view(labels.shape)
         predicted.append(logits.amax(1) > 0)
         gold.append(labels.amax(1) > 0)
     predicted_all, gold_all = torch.cat(predicted), torch.cat(gold)
@@ -100,9 +100,9 @@ def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) 
         columns = [index for index, (name, _) in enumerate(VALUES) if name == attribute]
         truth = gold_all[:, columns]
         if (truth.any(0) & ~truth.all(0)).any():  # else every value was present (or absent) in every image
-            per_attribute[attribute] = round(_balanced_accuracy(predicted_all[:, columns], truth), 1)
-    return HeldOut(_balanced_accuracy(predicted_all[:, :split], gold_all[:, :split]),
-                   _balanced_accuracy(predicted_all[:, split:], gold_all[:, split:]), per_attribute)
+            per_attribute[attribute] = round(balanced_accuracy(predicted_all[:, columns], truth), 1)
+    return HeldOut(balanced_accuracy(predicted_all[:, :split], gold_all[:, :split]),
+                   balanced_accuracy(predicted_all[:, split:], gold_all[:, split:]), per_attribute)
 
 
 def pretrain_vision(
@@ -118,14 +118,14 @@ def pretrain_vision(
     optimizer = torch.optim.AdamW([*visual.parameters(), *readout.parameters()], lr=lr, weight_decay=0.0)
     positive_weight = torch.full((LABELS,), _POSITIVE_WEIGHT)
     train_rng, held_out_rng = random.Random(f"clevr_vision:{seed}:train"), random.Random(f"clevr_vision:{seed}:held_out")
-    held_out = [_batch(held_out_rng, processor, image_size, 64) for _ in range(max(1, held_out_images // 64))]
+    held_out = [labelled_batch(held_out_rng, processor, image_size, 64) for _ in range(max(1, held_out_images // 64))]
     visual.train()
     started = time.monotonic()
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:  # warm up, then linear decay to 10%
             group["lr"] = lr * min(1.0, step / 100) * (1.0 - 0.9 * step / steps)
-        inputs, labels = _batch(train_rng, processor, image_size, batch)
-        logits = readout(_tokens(visual, inputs)).view(labels.shape)
+        inputs, labels = labelled_batch(train_rng, processor, image_size, batch)
+        logits = readout(tower_tokens(visual, inputs)).view(labels.shape)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=positive_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
