@@ -137,3 +137,25 @@ def test_the_committed_base_loads_and_says_how_it_was_built() -> None:
     assert manifest["final"]["vision"]["value_balanced_accuracy"] > 75.0
     model = load_model(folder)
     assert sum(p.numel() for p in model.parameters()) == 760_128
+
+
+def test_extra_vision_steps_train_only_the_tower_of_an_existing_base_and_say_so(tmp_path: Path) -> None:
+    """`--extra-vision-steps N --minutes 0 --vision-steps 0` on a built base (the committed base's last
+    command): the tower trains, the language model does not, the manifest keeps the earlier figures."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mpi_ray.model import base
+    from mpi_ray.model.tiny import build_tiny
+
+    out = build_tiny(tmp_path / "base", "xs", 0, max_pixels=112 * 112)
+    (out / base.MANIFEST).write_text(json.dumps({"commands": ["earlier"], "final": {"probe": 50.0}}))
+    before = load_file(out / "model.safetensors")
+    base.main(["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--extra-vision-steps", "4", "--threads", "1"])
+    after = load_file(out / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("visual.") for name in changed), sorted(changed)[:5]
+    manifest = json.loads((out / base.MANIFEST).read_text())
+    assert manifest["commands"][0] == "earlier" and len(manifest["commands"]) == 2
+    assert manifest["final"]["probe"] == 50.0 and manifest["final"]["vision_extra"]["steps"] == 4
+    assert not (out / "base_metrics.jsonl").exists()  # no language phase ran

@@ -211,3 +211,23 @@ def test_policy_text_parses_back_to_the_tree(variant: str, depth: int) -> None:
             assert run_parsed(parsed, objects) == evaluate(tree, objects).answer
         for leaf in tree.leaves():
             assert run_parsed(parsed, kinds_reaching(rng, leaf)) == f"Case {leaf.case}"
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_cot_evidence_names_objects_only_by_the_attributes_checked_on_the_path(depth: int) -> None:
+    """A decision must be read from the image, not copied: no evidence before it names an attribute
+    its path has not checked yet (e.g. the shape of the yellow object before 'is it a cylinder?')."""
+    from mpi_ray.data.clevr_policy.cot import cot_target
+
+    rng = random.Random(f"cot-evidence:{depth}")
+    for tree in trees(depth, 4, seed=2):
+        document = build_policy_document(tree, "L9-Testa")
+        for _ in range(20):
+            objects = [{**kind, "position": [rng.uniform(-3, 3), rng.uniform(-3, 3)]} for kind in sample_kinds(rng)]
+            decision = evaluate(tree, objects)
+            steps = re.findall(r"Condition ([\d.]+) checks whether .*?\. (?:Yes|No): (.*?) So ", cot_target(
+                tree, decision, objects, document), flags=re.S)
+            assert [node_id for node_id, _ in steps] == [step.node_id for step in decision.steps]
+            for node_id, evidence in steps:
+                named = {VALUE_TO_ATTRIBUTE[word] for word in re.findall(r"[a-z]+", evidence) if word in VALUE_TO_ATTRIBUTE}
+                assert named <= {condition.attribute for condition in tree.node(node_id).pattern}, (node_id, evidence)

@@ -107,17 +107,17 @@ def evaluate(visual: torch.nn.Module, readout: torch.nn.Linear, held_out: list) 
 
 def pretrain_vision(
     model: torch.nn.Module, processor: Any, image_size: int, steps: int, batch: int = 32, lr: float = 2e-3,
-    seed: int = 0, held_out_images: int = 256, log: Callable[[str], None] = print,
+    seed: int = 0, held_out_images: int = 256, log: Callable[[str], None] = print, stream: str = "clevr_vision",
 ) -> VisionPretrainResult:
-    """Train `model`'s vision tower in place on generated scenes (a stream of its own: seed-keyed
-    "clevr_vision", no run's scenes); returns held-out metrics."""
+    """Train `model`'s vision tower in place on generated scenes (a stream of its own, keyed by `stream`
+    and `seed`, no run's scenes); returns held-out metrics."""
     if image_size % CELL:
         raise ValueError(f"image size must be a multiple of {CELL} (one merged token per cell), got {image_size}")
     visual = model.model.visual
     readout = torch.nn.Linear(model.config.text_config.hidden_size, LABELS)
     optimizer = torch.optim.AdamW([*visual.parameters(), *readout.parameters()], lr=lr, weight_decay=0.0)
     positive_weight = torch.full((LABELS,), _POSITIVE_WEIGHT)
-    train_rng, held_out_rng = random.Random(f"clevr_vision:{seed}:train"), random.Random(f"clevr_vision:{seed}:held_out")
+    train_rng, held_out_rng = random.Random(f"{stream}:{seed}:train"), random.Random(f"{stream}:{seed}:held_out")
     held_out = [labelled_batch(held_out_rng, processor, image_size, 64) for _ in range(max(1, held_out_images // 64))]
     visual.train()
     started = time.monotonic()

@@ -4,11 +4,16 @@ For each visited condition the reasoning recalls it by its ID and what it checks
 value, also what the picture shows), names the objects in the image that decide it, and branches:
 
     <think>I follow Policy L6-Surinu, starting at Condition 1.
-    Condition 1 checks whether there is a cyan object in the image. Yes: the small cyan rubber cube
-    at the front left. So I go to Condition 1.1.
-    Condition 1.1 checks whether one of the objects that satisfy Condition 1 is also large. No: the
-    objects that satisfy Condition 1 are the small cyan rubber cube at the front left, and none of them
-    is large. So the response is Case 12.</think>
+    Condition 1 checks whether there is a cyan object in the image. Yes: the cyan object at the front
+    left. So I go to Condition 1.1.
+    Condition 1.1 checks whether one of the objects that satisfy Condition 1 is also a cube. No: the
+    objects that satisfy Condition 1 are the cyan object at the front left, and none of them is a
+    cube. So the response is Case 12.</think>
+
+The evidence names an object only by the attributes checked so far on its path (and where it
+stands), never by ones a later condition asks about: with the whole description ("the small cyan
+rubber sphere") a later decision can be copied from the text instead of read from the image, and on
+the tiny default that shortcut is what it learned (README, "The tiny local model").
 
 The stage code appends the boxed answer; a non-CoT target is the boxed answer alone.
 """
@@ -19,11 +24,12 @@ from typing import Any, Mapping, Sequence
 
 from mpi_ray.data.clevr_policy.ontology import describe
 from mpi_ray.data.clevr_policy.policy_doc import PolicyDocument, condition_check, outcome, value_predicate
-from mpi_ray.data.clevr_policy.tree import Decision, DecisionTree, Node, pattern_holds
+from mpi_ray.data.clevr_policy.tree import Decision, DecisionTree, Node, Pattern, pattern_holds
 
 SceneObject = Mapping[str, Any]  # a scene-graph object: attributes and "position"
 _MAX_LISTED = 4  # objects named as evidence before "and N more"
 _PLURAL = {"shape": "shapes", "color": "colors", "size": "sizes", "material": "materials"}
+_WORD_ORDER = ("size", "color", "material", "shape")  # CLEVR's, as in ontology.describe
 
 
 def cot_target(tree: DecisionTree, decision: Decision, objects: Sequence[SceneObject], document: PolicyDocument) -> str:
@@ -55,7 +61,7 @@ def _evidence(node: Node, holds: bool, objects: Sequence[SceneObject]) -> str:
     assert node.condition is not None
     if holds:
         witnesses = [obj for obj in objects if pattern_holds(node.pattern, [obj])]
-        return f"Yes: {_object_list(witnesses)}."
+        return f"Yes: {_object_list(witnesses, node.pattern)}."
     if node.anchor_id is None:
         present = sorted({str(obj[node.condition.attribute]) for obj in objects})
         return (
@@ -64,18 +70,26 @@ def _evidence(node: Node, holds: bool, objects: Sequence[SceneObject]) -> str:
         )
     candidates = [obj for obj in objects if pattern_holds(node.context, [obj])]
     return (
-        f"No: the objects that satisfy Condition {node.anchor_id} are {_object_list(candidates)}, "
+        f"No: the objects that satisfy Condition {node.anchor_id} are {_object_list(candidates, node.context)}, "
         f"and none of them {value_predicate(node.condition)}."
     )
 
 
-def _object_list(objects: Sequence[SceneObject]) -> str:
-    """'the small cyan rubber cube at the front left and the ...' (left to right, at most 4 named)."""
+def _object_list(objects: Sequence[SceneObject], checked: Pattern) -> str:
+    """'the cyan cube at the front left and the ...' (left to right, at most 4 named), each object
+    named by the `checked` attributes only."""
     ordered = sorted(objects, key=lambda obj: (obj["position"][0], obj["position"][1]))
-    named = [f"the {describe(obj)} {location(obj)}" for obj in ordered[:_MAX_LISTED]]
+    named = [f"the {checked_phrase(obj, checked)} {location(obj)}" for obj in ordered[:_MAX_LISTED]]
     if len(ordered) > _MAX_LISTED:
         named.append(f"{len(ordered) - _MAX_LISTED} more")
     return _join(named)
+
+
+def checked_phrase(obj: SceneObject, checked: Pattern) -> str:
+    """An object by the checked attributes, in CLEVR's word order: 'large cyan object', 'metal cube'."""
+    attributes = {condition.attribute for condition in checked}
+    words = [str(obj[attribute]) for attribute in _WORD_ORDER if attribute in attributes]
+    return " ".join(words if "shape" in attributes else [*words, "object"])
 
 
 def location(obj: SceneObject) -> str:
