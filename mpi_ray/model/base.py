@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         # cylinder from a yellow sphere (61% through a trained readout); 7,000 more steps, 96% (README).
         extra = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.extra_vision_steps, seed=args.seed,
                                        stream="clevr_vision_extra", log=lambda line: print(line, flush=True)))
-        previous = json.loads((out / MANIFEST).read_text()).get("final", {}) if (out / MANIFEST).exists() else {}
-        save(out, args, model, optimizer, position, {**previous, "vision_extra": extra})
+        save(out, args, model, optimizer, position, {"vision_extra": extra})
 
 
 def language_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, encoder: Encoder,
@@ -214,7 +213,7 @@ def language_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
             log.flush()
             losses = []
             position.update(step=step, seen=seen, minutes=minutes)
-            save(out, args, model, optimizer, position, {**metrics, "vision": position["vision"]})
+            save(out, args, model, optimizer, position, metrics)
         if done:
             break
 
@@ -233,9 +232,10 @@ def write_manifest(out: Path, args: argparse.Namespace, metrics: dict[str, Any])
     command = "python -m mpi_ray.model.base " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not commands or commands[-1] != command:
         commands.append(command)
-    manifest = {"commands": commands, "seed": args.seed, "size": args.size, "image_size": args.image_size,
+    # Figures of earlier phases and invocations (the vision pretraining, a top-up) stay; newer ones replace theirs.
+    manifest = {**previous, "commands": commands, "seed": args.seed, "size": args.size, "image_size": args.image_size,
                 "commit": git_commit(), "data": "mpi_ray.model.base_data (clevr_base, disjoint from run data)",
-                "final": metrics}
+                "final": {**previous.get("final", {}), **metrics}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
