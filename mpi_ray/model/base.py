@@ -1,11 +1,15 @@
 """Pretrain the tiny Qwen2.5-VL into a base that can see and read (our stand-in for the Instruct model).
 
     python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 112] [--vision-steps 3000] [--minutes 60] [--seed 0]
+                                 [--extra-vision-steps N] [--vision-lr-scale 3.0]
 
 Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), first pretrains the vision
 tower alone on dense attribute labels (`mpi_ray.model.vision_pretrain`, `--vision-steps`), then
 trains the whole model for `--minutes` on the endless generated stream of `mpi_ray.model.base_data`
-(perception questions and in-context policy following, disjoint from every run's data), and writes a
+(perception questions and in-context policy following, disjoint from every run's data), then, with
+`--extra-vision-steps`, tops up the tower alone again. A top-up moves the features the language model
+learned to read, so the committed base follows it with a short language phase, the tower frozen
+(`--vision-steps 0 --minutes 10 --vision-lr-scale 0`; README, "The tiny local model"). It writes a
 Hugging Face folder plus `base_manifest.json`: the exact command, seed, commit, minutes, samples
 seen, the vision pretraining's and the perception probe's figures. One process,
 plain PyTorch: it runs once, offline, and its output is what runs start from (`model.name_or_path`).
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.extra_vision_steps > 0:
         # Measured on the default: the tower after 3,000 steps and the language phase barely tells a yellow
         # cylinder from a yellow sphere (61% through a trained readout); 7,000 more steps, 96% (README).
+        # Re-align the language model afterwards (a frozen-tower language phase): alone, a top-up broke
+        # a decision the runs had read at 99%.
         extra = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.extra_vision_steps, seed=args.seed,
                                        stream="clevr_vision_extra", log=lambda line: print(line, flush=True)))
         save(out, args, model, optimizer, position, {"vision_extra": extra})
