@@ -155,11 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(out).train()
     encoder = Encoder(str(out), max_pixels=args.image_size * args.image_size, max_seq_len=4096)
     optimizer = optimizer_for(model, args.lr, args.vision_lr_scale)
+    position = {"step": 0, "seen": 0, "minutes": 0.0, "vision": None}  # where the base stands; saved with it
     if state:
         optimizer.load_state_dict(state["optimizer"])
-    position = {"step": state["step"], "seen": state["seen"], "minutes": state["minutes"]} if state else \
-        {"step": 0, "seen": 0, "minutes": 0.0}
-    position["vision"] = state.get("vision") if state else None
+        position.update({key: state.get(key, value) for key, value in position.items()})
     if position["vision"] is None and args.vision_steps > 0:
         position["vision"] = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.vision_steps, seed=args.seed,
                                                     log=lambda line: print(line, flush=True)))

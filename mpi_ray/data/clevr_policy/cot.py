@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from mpi_ray.data.clevr_policy.ontology import describe
+from mpi_ray.data.clevr_policy.ontology import WORD_ORDER, describe
 from mpi_ray.data.clevr_policy.policy_doc import PolicyDocument, condition_check, outcome, value_predicate
 from mpi_ray.data.clevr_policy.tree import Decision, DecisionTree, Node, Pattern, pattern_holds
 
 SceneObject = Mapping[str, Any]  # a scene-graph object: attributes and "position"
 _MAX_LISTED = 4  # objects named as evidence before "and N more"
 _PLURAL = {"shape": "shapes", "color": "colors", "size": "sizes", "material": "materials"}
-_WORD_ORDER = ("size", "color", "material", "shape")  # CLEVR's, as in ontology.describe
 
 
 def cot_target(tree: DecisionTree, decision: Decision, objects: Sequence[SceneObject], document: PolicyDocument) -> str:
@@ -80,16 +79,16 @@ def _object_list(objects: Sequence[SceneObject], checked: Pattern) -> str:
     """'the cyan cube at the front left and the ...' (left to right, at most 4 named), each object
     named by the `checked` attributes only."""
     ordered = sorted(objects, key=lambda obj: (obj["position"][0], obj["position"][1]))
-    named = [f"the {checked_phrase(obj, checked)} {location(obj)}" for obj in ordered[:_MAX_LISTED]]
+    named = [f"the {_checked_phrase(obj, checked)} {location(obj)}" for obj in ordered[:_MAX_LISTED]]
     if len(ordered) > _MAX_LISTED:
         named.append(f"{len(ordered) - _MAX_LISTED} more")
     return _join(named)
 
 
-def checked_phrase(obj: SceneObject, checked: Pattern) -> str:
+def _checked_phrase(obj: SceneObject, checked: Pattern) -> str:
     """An object by the checked attributes, in CLEVR's word order: 'large cyan object', 'metal cube'."""
     attributes = {condition.attribute for condition in checked}
-    words = [str(obj[attribute]) for attribute in _WORD_ORDER if attribute in attributes]
+    words = [str(obj[attribute]) for attribute in WORD_ORDER if attribute in attributes]
     return " ".join(words if "shape" in attributes else [*words, "object"])
 
 

@@ -42,6 +42,9 @@ OBJECT_KINDS: Final[tuple[dict[str, str], ...]] = tuple(
 )
 
 
+WORD_ORDER: Final = ("size", "color", "material", "shape")  # CLEVR's: 'large cyan metal sphere'
+
+
 def describe(obj: Mapping[str, Any]) -> str:
     """'large cyan metal sphere': the CLEVR word order."""
-    return f"{obj['size']} {obj['color']} {obj['material']} {obj['shape']}"
+    return " ".join(str(obj[attribute]) for attribute in WORD_ORDER)
