@@ -27,6 +27,9 @@ class StageContext:
     run: RunDir
     outputs: dict[str, Any] = field(default_factory=dict)  # merged outputs of the stages so far
     ahead: dict[str, Any] = field(default_factory=dict)  # what a stage started while the one before it ran
+    # The driver's working directory, taken before Ray connects: under `ray job submit` Ray may delete and
+    # re-unpack it as soon as the first actor starts, and then os.getcwd() raises (see `reenter`).
+    home: str = field(default_factory=os.getcwd)
 
     def current_model(self) -> str:
         """The newest model: the last stage's HF export, else the base model."""
@@ -108,9 +111,8 @@ def _start_next_ahead(ctx: StageContext, upcoming: list[str]) -> None:
 
 def _run_in_order(ctx: StageContext, stages: list[str], log) -> None:
     load_earlier_outputs(ctx, stages)
-    home = os.getcwd()
     for index, stage in enumerate(stages):
-        reenter(home)
+        reenter(ctx.home)
         done = ctx.run.completed(stage)
         if done:
             ctx.outputs.update(done["outputs"])
