@@ -16,7 +16,7 @@ from mpi_ray.data.clevr_policy.records import OVERRIDE_PREAMBLE
 from mpi_ray.data.shards import read_split
 from mpi_ray.eval import referral
 from mpi_ray.eval.report import write_report
-from mpi_ray.eval.scoring import mean_scores, score_eval
+from mpi_ray.eval.scoring import constant_answer_accuracy, mean_scores, score_eval
 from mpi_ray.eval.suites import build_requests, spread, suite_rows
 
 
@@ -231,6 +231,14 @@ def test_eval_stage_plans_base_trained_and_final_checkpoints(tmp_path: Path) -> 
     assert stage_label("rl", {"sft", "rl"}, ctx) == "CoT SFT + PoRo-GRPO"
 
 
+def test_the_constant_answer_floor_takes_each_kind_of_questions_most_common_answer() -> None:
+    # yes/no: "no" 3 of 4; counts: "0" 2 of 3; cases: "Case 1" 2 of 3 -> (3 + 2 + 2) of 10
+    answers = ["no", "no", "yes", "no", "0", "0", "2", "Case 1", "Case 1", "Case 0"]
+    assert constant_answer_accuracy(answers) == pytest.approx(70.0)
+    assert constant_answer_accuracy(["Case 0", "Case 1", "Case 2", "Case 3"]) == 25.0
+    assert constant_answer_accuracy([]) is None
+
+
 def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "metrics.jsonl").write_text("".join(json.dumps({"micro_step": i, "loss": 3.0 - i}) + "\n" for i in range(3)))
@@ -244,6 +252,7 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
             "model": {"label": "In-Context (no MPI)", "suites": {"in_context": suites, "forgetting": suites}},
             "rl": {"label": "TriMPI w/ PoRo-GRPO", "suites": {"policy_free": {**suites, "accuracy": 75.0},
                                                               "override": suites, "forgetting": suites},
+                   "constant_answer": {"policy_free": 25.0, "forgetting": 42.0},
                    "referral": {"programmatic": {"samples": 4, "path_exact": 0.5, "condition_recall": 0.75,
                                                  "condition_precision": 0.8, "branching_errors_by_depth": {"1": 2},
                                                  "decisions": {"1": {"reached": 4, "right": 3}, "1.1": {"reached": 3, "right": 2}}}},
@@ -258,6 +267,8 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
     assert "| TriMPI w/ PoRo-GRPO | 75.00 | 25.00 | 50.00 | 4 |" in report
     assert "88.9%" in report and "up to 85.7%" in report and "before MPI (base model): 25.00" in report
     assert "(right / reached): 1 3/4 (75%), 1.1 2/3 (67%)" in report
+    assert "One constant answer per kind of question scores 25.00 on these scenes" in report
+    assert "(yes/no, a count, other) scores 42.00" in report
     for plot in ("training_loss", "rl_rewards", "branching_errors"):
         assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report
 

@@ -148,9 +148,23 @@ def _forgetting(results: dict[str, Any]) -> list[str]:
     after = results["checkpoints"][results["final"]].get("suites", {}).get("forgetting")
     if not after:
         return []
-    return ["## Forgetting (general questions outside MPI)", "",
-            f"- Accuracy before MPI (base model): {_pct(before and before.get('accuracy'))}; after: "
-            f"{_pct(after.get('accuracy'))} ({after['samples']} questions, {results.get('forgetting_benchmark')})", ""]
+    floor = results["checkpoints"][results["final"]].get("constant_answer", {}).get("forgetting")
+    lines = ["## Forgetting (general questions outside MPI)", "",
+             f"- Accuracy before MPI (base model): {_pct(before and before.get('accuracy'))}; after: "
+             f"{_pct(after.get('accuracy'))} ({after['samples']} questions, {results.get('forgetting_benchmark')})"]
+    if floor is not None:
+        lines.append(f"- One constant answer per kind of question (yes/no, a count, other) scores {_pct(floor)}: "
+                     "accuracy at that level reads nothing of the image")
+    return lines + [""]
+
+
+def _floor_note(final: dict[str, Any]) -> list[str]:
+    """Under the stage table: what a constant answer scores on the same scenes (the 25% of a balanced 4-case task)."""
+    floor = final.get("constant_answer", {}).get("policy_free")
+    if floor is None:
+        return []
+    return [f"One constant answer per kind of question scores {_pct(floor)} on these scenes (the floor: a model at it "
+            "reads nothing of the image).", ""]
 
 
 def _skipped(results: dict[str, Any]) -> list[str]:
@@ -182,6 +196,7 @@ def write_report(run: Path, results: dict[str, Any]) -> Path:
              f"Dataset {results['dataset']}; greedy decoding, at most {results['max_response_len']} response tokens; "
              "accuracy in %. The base model is shown with the policy in context (the in-context baseline); "
              "every trained checkpoint without it (the MPI setting).", "", *_split_note(results), *stage_table(results), ""]
+    lines += _floor_note(final)
     if in_context is not None:
         lines += [f"The final model with the policy put back in context (paper Table 4): {_pct(in_context)}.", ""]
     lines += _skipped(results)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.eval import referral
 from mpi_ray.eval.inference import run_requests
-from mpi_ray.eval.scoring import score_eval, summarize_by_suite
+from mpi_ray.eval.scoring import constant_answer_accuracy, score_eval, summarize_by_suite
+from mpi_ray.rewards.combine import is_gta
 from mpi_ray.eval.suites import build_requests, model_context, suite_rows
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ def summarize_checkpoint(cfg: PipelineConfig, planned: Planned, answers: dict[st
     dataset = next((r["dataset"] for r in responses if r["suite"] != "forgetting"), "none")
     summary: dict[str, Any] = {"path": planned.checkpoint, "label": planned.label, "dataset": dataset,
                                "suites": summarize_by_suite(responses), "skipped": planned.skipped}
+    summary["constant_answer"] = {suite: constant_answer_accuracy([sample["answer"] for sample in samples])
+                                  for suite, samples in planned.rows.items()  # exact-match suites only
+                                  if samples and not is_gta(samples[0]["dataset"])}
     if "referral" in planned.suites:
         summary["referral"] = referral_summary(cfg, [r for r in responses if r["suite"] == "policy_free"])
     if "efficiency" in planned.suites:

@@ -8,7 +8,7 @@ Every response also gets `format` (the reward's format check). The scores are th
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from mpi_ray.config.schema import RewardConfig
@@ -34,3 +34,22 @@ def summarize_by_suite(scored: list[dict[str, Any]]) -> dict[str, dict[str, floa
     for item in scored:
         by_suite[item["suite"]].append(item["scores"])
     return {suite: mean_scores(rows) for suite, rows in by_suite.items()}
+
+
+def _answer_kind(answer: str) -> str:
+    """What a question's wording already tells: a yes/no question, a count, or anything else (a case)."""
+    if answer.strip().lower() in ("yes", "no"):
+        return "yes/no"
+    return "number" if answer.strip().isdigit() else "other"
+
+
+def constant_answer_accuracy(answers: list[str]) -> float | None:
+    """Accuracy (%) of answering every question of a kind with that kind's most common gold answer: what a
+    model scores that reads neither the image nor anything in the question beyond its kind. An
+    exact-match accuracy at this level is no evidence of perception."""
+    if not answers:
+        return None
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for answer in answers:
+        by_kind[_answer_kind(answer)][answer] += 1
+    return 100.0 * sum(counts.most_common(1)[0][1] for counts in by_kind.values()) / len(answers)
