@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from mpi_ray.eval.scoring import constant_answer_accuracy
 from mpi_ray.train.metrics_log import read_data_order
 
 # The fixture's whole run took 7-9 min on a normal 2-core machine and 15-19 min on a slow one (922 s and
@@ -234,10 +235,14 @@ def test_eval_scores_every_suite_and_reports(pipeline_run: PipelineRun) -> None:
     assert efficiency["token_reduction_pct"] == pytest.approx(
         100 * (1 - efficiency["prompt_tokens_without_policy"] / efficiency["prompt_tokens_with_policy"]))
     assert final["referral"]["programmatic"]["samples"] == 4
+    assert set(final["constant_answer"]) == set(final["suites"])
+    for suite, floor in final["constant_answer"].items():  # the floor comes from the same rows' gold answers
+        golds = [r["answer"] for r in responses if r["suite"] == suite]
+        assert floor == pytest.approx(constant_answer_accuracy(golds)) and 100 / len(golds) <= floor <= 100
 
     report = (pipeline_run.dir / "report.md").read_text()
     assert "| In-Context (no MPI) |" in report and "| TriMPI w/ PoRo-GRPO |" in report
-    assert "## Efficiency" in report and "## Forgetting" in report
+    assert "## Efficiency" in report and "## Forgetting" in report and "One constant answer per kind of question" in report
     assert "report:" in pipeline_run.submitted.stdout and "| Method |" in pipeline_run.submitted.stdout
     assert "[eval] 26 requests over 2 checkpoint(s)" in pipeline_run.submitted.stdout  # one batch inference
     assert results["engine_startup_s"] > 0
