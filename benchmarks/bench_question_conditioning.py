@@ -32,7 +32,7 @@ learns to read the image for a word next to the answer, not to carry a word acro
 language model's own value-word embeddings (`align_tower`: our stand-in for LLaVA's stage 1), freezes it,
 and runs eight questions with the colour last, without it, and with the colour followed by " object:"
 (the answer two tokens after the word); first, as the control, the colour last on the same tower frozen
-before the alignment. Figures: README, "Question-conditioned perception".
+before the alignment. Figures: docs/tiny-base-log.md, "Question-conditioned perception" and the seventh session.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the merged visual tokens, learns "is one of the yellow objects a cylinder?" on b
 all hold a yellow object (so colour alone says nothing); held-out accuracy every 100 steps. Then, from
 a fresh copy of the same model, the whole model learns the same fixed question through the language
 model ("Is there a yellow cylinder? Answer yes or no.", the answer token's loss only): what CoT-SFT
-must learn for that condition, with all of the signal on it. Figures: README, "The tiny local model".
+must learn for that condition, with all of the signal on it. Figures: docs/tiny-base-log.md, "A tower that reads the conjunction".
 """
 
 from __future__ import annotations

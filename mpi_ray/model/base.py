@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         language_phase(out, args, model, encoder, optimizer, position)
     if args.extra_vision_steps > 0:
         # Measured on the default: the tower after 3,000 steps and the language phase barely tells a yellow
-        # cylinder from a yellow sphere (61% through a trained readout); 7,000 more steps, 96% (README).
+        # cylinder from a yellow sphere (61% through a trained readout); 7,000 more steps, 96% (docs/tiny-base-log.md).
         # Re-align the language model afterwards (a frozen-tower language phase): alone, a top-up broke
         # a decision the runs had read at 99%.
         extra = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.extra_vision_steps, seed=args.seed,

@@ -13,8 +13,8 @@ value, also what the picture shows), names the objects in the image that decide 
 The evidence names an object only by the attributes checked so far on its path (and where it
 stands), never by ones a later condition asks about: with the whole description ("the small cyan
 rubber sphere") a later decision can be copied from the text instead of read from the image (on the
-tiny default with a freshly topped-up tower, that copy is what CoT-SFT learned; README, "The tiny
-local model"). It also makes the CoT shorter.
+tiny default with a freshly topped-up tower, that copy is what CoT-SFT learned; docs/tiny-base-log.md,
+"A tower that reads the conjunction"). It also makes the CoT shorter.
 
 The stage code appends the boxed answer; a non-CoT target is the boxed answer alone.
 """
