@@ -24,9 +24,14 @@ in it), so seeing is solved and only the language model is measured, and adds a 
 chat template (image, then "Is there a <color> object? Answer:"). Measured 2026-12-03 (`--oracle
 --size s --steps 400`, 2 threads, lr 1e-3 with a 200-step warm-up): eight questions in the chat
 template 44-64% (no better than the real tower; also for 800 steps); without the template 90% at step
-350; in the template with the colour repeated last 94% at step 250. Even a perfect tower does not
-help while the asked word sits a chat template (about ten tokens) before the answer: the small model
-learns to read the image for a word next to the answer, not to carry a word across the template first.
+350; in the template with the colour repeated last 94% at step 250. `--prompts` runs the eight
+questions in other prompt forms (`PROMPTS`: the chat template, without its "Answer yes or no.", ending in
+"assistant Answer:", no template); with `--init-seed` they showed (2026-12-06, scratch variants first)
+that the chat template's failure is not a limit of the small model but a phase transition whose step
+moves with the seed and the prompt's last tokens: the same model learns some forms by step 500-800 and
+not others in 3,000. This script's own run (`--oracle --prompts chat,chat-no-instruction,chat-answer-colon,plain
+--steps 800`, xs, init seed 0, 6 min): chat 44-61% throughout; chat-no-instruction 55-63%; chat-answer-colon
+62% at step 500, **90% at 600, 93% at 700-800**; plain 57-66% (at size s it had learned by step 350).
 
 `--align-steps N` first trains the model's real tower for N steps so that its tokens are linear in the
 language model's own value-word embeddings (`align_tower`: our stand-in for LLaVA's stage 1), freezes it,
@@ -111,7 +116,22 @@ def align_tower(model: torch.nn.Module, processor, steps: int) -> float:
     return accuracy
 
 
-def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str, template: bool, tokenizer) -> tuple:
+PROMPTS = ("chat", "chat-no-instruction", "chat-answer-colon", "plain")
+
+
+def prompt_text(prompt: str, color: str, tokenizer) -> str:
+    """The question about one image in one of PROMPTS: the chat template ("Is there a red object? Answer
+    yes or no.", then the template's end, a newline after "assistant"), the same without the instruction,
+    the same ending in "assistant Answer:", or no template ("Is there a red object? Answer:")."""
+    if prompt == "plain":
+        return f"<|vision_start|><|image_pad|><|vision_end|>Is there a {color} object? Answer:"
+    text = f"Is there a {color} object?" + ("" if prompt == "chat-no-instruction" else " Answer yes or no.")
+    content = [{"type": "image"}, {"type": "text", "text": text}]
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+    return chat[:-1] + " Answer:" if prompt == "chat-answer-colon" else chat
+
+
+def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str, prompt: str, tokenizer) -> tuple:
     """Balanced: half the scenes have an object of the asked color, half none. `echo` is appended to
     the prompt with the color filled in ("" none, " {color}": the answer is predicted at the color).
     Returns the prompts, images, answers and the images' cell labels (what the oracle tower shows)."""
@@ -121,13 +141,8 @@ def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str
         scene = sample_scene(rng, SIDE, SIDE)
         while any(obj["color"] == color for obj in scene["objects"]) != yes:
             scene = sample_scene(rng, SIDE, SIDE)
-        if template:
-            content = [{"type": "image"}, {"type": "text", "text": f"Is there a {color} object? Answer yes or no."}]
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                   add_generation_prompt=True)
-        else:
-            prompt = f"<|vision_start|><|image_pad|><|vision_end|>Is there a {color} object? Answer:"
-        texts.append(prompt + echo.format(color=color))
+        prompt_ = prompt_text(prompt, color, tokenizer)
+        texts.append(prompt_ + echo.format(color=color))
         images.append(render_scene(scene))
         answers.append(yes)
         labels.append(cell_labels(scene)[:, : len(VALUES)])
@@ -135,12 +150,12 @@ def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str
 
 
 def train(model: torch.nn.Module, processor, colors: tuple[str, ...], echo: str, steps: int, label: str,
-          template: bool = True, warmup: int = 1) -> None:
+          prompt: str = "chat", warmup: int = 1) -> None:
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
     yes_id, no_id = tokenizer.encode("yes")[0], tokenizer.encode("no")[0]
     rng, held_out_rng = random.Random(0), random.Random(1)
-    held_out = [questions(held_out_rng, colors, 64, echo, template, tokenizer) for _ in range(3)]
+    held_out = [questions(held_out_rng, colors, 64, echo, prompt, tokenizer) for _ in range(3)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     oracle = model.model.visual if isinstance(model.model.visual, OracleTower) else None
 
@@ -154,7 +169,7 @@ def train(model: torch.nn.Module, processor, colors: tuple[str, ...], echo: str,
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = 1e-3 * min(1.0, step / warmup)
-        texts, images, answers, labels = questions(rng, colors, 32, echo, template, tokenizer)
+        texts, images, answers, labels = questions(rng, colors, 32, echo, prompt, tokenizer)
         target = torch.tensor([0 if yes else 1 for yes in answers])
         loss = torch.nn.functional.cross_entropy(yes_no_logits(texts, images, labels), target)
         optimizer.zero_grad(set_to_none=True)
@@ -177,34 +192,39 @@ def main() -> None:
     parser.add_argument("--oracle", action="store_true", help="a perfect tower made of word embeddings (see above)")
     parser.add_argument("--align-steps", type=int, default=0,
                         help="first align the tower with the word embeddings for this many steps, then freeze it (see above)")
+    parser.add_argument("--prompts", default=None,
+                        help=f"with --oracle: eight questions in each of these prompt forms instead ({', '.join(PROMPTS)}; comma-separated)")
+    parser.add_argument("--init-seed", type=int, default=0, help="the random-init model's seed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    path = resolve_base(args.model) if args.model else build_tiny(Path(tempfile.mkdtemp()) / "init", args.size, 0,
+    path = resolve_base(args.model) if args.model else build_tiny(Path(tempfile.mkdtemp()) / "init", args.size, args.init_seed,
                                                                    max_pixels=SIDE * SIDE)
     processor = AutoProcessor.from_pretrained(path)
     initial = load_model(path).train()
     if args.oracle:
         initial.model.visual = OracleTower(initial, processor.tokenizer)
-        settings = [("oracle: eight questions", COLORS, "", True), ("oracle: eight questions, no template", COLORS, "", False),
-                    ("oracle: eight questions, color last", COLORS, LAST, True)]
+        settings = [("oracle: eight questions", COLORS, "", "chat"), ("oracle: eight questions, no template", COLORS, "", "plain"),
+                    ("oracle: eight questions, color last", COLORS, LAST, "chat")]
+        if args.prompts:
+            settings = [(f"oracle: eight, {prompt}", COLORS, "", prompt) for prompt in args.prompts.split(",")]
     elif args.align_steps:
         control = copy.deepcopy(initial)  # the same frozen-tower training, not aligned
         control.model.visual.requires_grad_(False)
         torch.manual_seed(0)
-        train(control, processor, COLORS, LAST, args.steps, "not aligned, frozen: color last", True, warmup=200)
+        train(control, processor, COLORS, LAST, args.steps, "not aligned, frozen: color last", "chat", warmup=200)
         align_tower(initial, processor, args.align_steps)
         initial.model.visual.requires_grad_(False)
-        settings = [("aligned: eight questions, color last", COLORS, LAST, True), ("aligned: eight questions", COLORS, "", True),
-                    ("aligned: eight, color then ' object:'", COLORS, LAST + " object:", True)]
+        settings = [("aligned: eight questions, color last", COLORS, LAST, "chat"), ("aligned: eight questions", COLORS, "", "chat"),
+                    ("aligned: eight, color then ' object:'", COLORS, LAST + " object:", "chat")]
     else:
-        settings = [("one question (red)", ("red",), "", True), ("eight questions", COLORS, "", True),
-                    ("eight questions, color last", COLORS, LAST, True)]
-    for label, colors, echo, template in settings:
+        settings = [("one question (red)", ("red",), "", "chat"), ("eight questions", COLORS, "", "chat"),
+                    ("eight questions, color last", COLORS, LAST, "chat")]
+    for label, colors, echo, prompt in settings:
         torch.manual_seed(0)
         model = copy.deepcopy(initial)
         if args.oracle:  # the copy's oracle must read the copy's embeddings
             model.model.visual = OracleTower(model, processor.tokenizer)
-        train(model, processor, colors, echo, args.steps, label, template, warmup=200 if args.oracle or args.align_steps else 1)
+        train(model, processor, colors, echo, args.steps, label, prompt, warmup=200 if args.oracle or args.align_steps else 1)
 
 
 if __name__ == "__main__":
