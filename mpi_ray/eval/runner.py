@@ -19,8 +19,8 @@ from mpi_ray.config.schema import PipelineConfig
 from mpi_ray.eval import referral
 from mpi_ray.eval.inference import run_requests
 from mpi_ray.eval.scoring import constant_answer_accuracy, score_eval, summarize_by_suite
-from mpi_ray.rewards.combine import is_gta
 from mpi_ray.eval.suites import build_requests, model_context, suite_rows
+from mpi_ray.rewards.combine import is_gta
 
 if TYPE_CHECKING:
     from mpi_ray.rollout.prestart import StartedEngines
