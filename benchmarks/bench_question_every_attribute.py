@@ -16,7 +16,9 @@ side by side in one process.
 Measured 2026-12-06 (the committed base, 2 threads, 1,500 steps, about 5 minutes a run; the base's own
 probe reads 50.0): with half the training questions one-hop, held out 49-58% (58.3% at step 1,500:
 colour 62, material 63, shape 42, size 67); without them 49-57% (56.2%: colour 50, material 65, shape
-40, size 69). Near chance: 1,500 targeted steps do not teach the base to read the asked value either.
+40, size 69); `--echo 0 --steps 3000` (9 min) 50-58% to the end (58.3%: colour 71, material 63, shape 26,
+size 75). Near chance: 3,000 targeted steps do not teach the base to read the asked value either, where
+eight colour questions alone (`bench_question_conditioning.py --prompts chat`) reach 93% in 1,000.
 A scratch predecessor scored the same training on unpaired held-out questions and read 69-76% at steps
 1,100-1,500: a shortcut (whether the scene mixes the asked attribute's values), which the paired design
 removes.
