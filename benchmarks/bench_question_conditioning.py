@@ -128,19 +128,19 @@ def align_tower(model: torch.nn.Module, processor, steps: int) -> float:
 PROMPTS = ("chat", "chat-no-instruction", "chat-answer-colon", "plain")
 
 
-def prompt_text(prompt: str, color: str, tokenizer) -> str:
+def prompt_text(form: str, color: str, tokenizer) -> str:
     """The question about one image in one of PROMPTS: the chat template ("Is there a red object? Answer
     yes or no.", then the template's end, a newline after "assistant"), the same without the instruction,
     the same ending in "assistant Answer:", or no template ("Is there a red object? Answer:")."""
-    if prompt == "plain":
+    if form == "plain":
         return f"<|vision_start|><|image_pad|><|vision_end|>Is there a {color} object? Answer:"
-    text = f"Is there a {color} object?" + ("" if prompt == "chat-no-instruction" else " Answer yes or no.")
+    text = f"Is there a {color} object?" + ("" if form == "chat-no-instruction" else " Answer yes or no.")
     content = [{"type": "image"}, {"type": "text", "text": text}]
     chat = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
-    return chat[:-1] + " Answer:" if prompt == "chat-answer-colon" else chat
+    return chat[:-1] + " Answer:" if form == "chat-answer-colon" else chat
 
 
-def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str, prompt: str, tokenizer,
+def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str, form: str, tokenizer,
               echo_share: float = 0.0) -> tuple:
     """Balanced: half the scenes have an object of the asked color, half none. `echo` is appended to
     the prompt with the color filled in ("" none, " {color}": the answer is predicted at the color).
@@ -151,9 +151,8 @@ def questions(rng: random.Random, colors: tuple[str, ...], count: int, echo: str
         scene = sample_scene(rng, SIDE, SIDE)
         while any(obj["color"] == color for obj in scene["objects"]) != yes:
             scene = sample_scene(rng, SIDE, SIDE)
-        prompt_ = prompt_text(prompt, color, tokenizer)
         one_hop = echo_share > 0 and rng.random() < echo_share  # the asked color repeated last instead of `echo`
-        texts.append(prompt_ + (LAST if one_hop else echo).format(color=color))
+        texts.append(prompt_text(form, color, tokenizer) + (LAST if one_hop else echo).format(color=color))
         images.append(render_scene(scene))
         answers.append(yes)
         labels.append(cell_labels(scene)[:, : len(VALUES)])

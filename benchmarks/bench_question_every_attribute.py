@@ -33,10 +33,11 @@ import time
 import torch
 from transformers import AutoProcessor
 
+from mpi_ray.data.clevr_policy.general import noun_phrase
 from mpi_ray.data.clevr_policy.render import render_scene
 from mpi_ray.data.clevr_policy.scene import kinds_of, sample_scene
 from mpi_ray.data.clevr_policy.tree import Condition, pattern_holds
-from mpi_ray.model.base_data import DIRECT_SUFFIX, _phrase, existence_pair
+from mpi_ray.model.base_data import DIRECT_SUFFIX, existence_pair
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.vision_pretrain import VALUES
 from mpi_ray.stages.model import resolve_base
@@ -54,7 +55,7 @@ def questions(rng: random.Random, tokenizer, count: int, echo: float) -> tuple:
         scene = sample_scene(rng, SIDE, SIDE)
         while pattern_holds(condition, kinds_of(scene)) != yes:
             scene = sample_scene(rng, SIDE, SIDE)
-        phrase = _phrase(condition)
+        phrase = noun_phrase(condition, plural=False)
         content = [{"type": "image"}, {"type": "text", "text": f"Is there a {phrase}? {DIRECT_SUFFIX}"}]
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
         texts.append(prompt + (phrase if rng.random() < echo else "\\boxed{"))
@@ -74,7 +75,7 @@ def held_out_pairs(tokenizer, pairs: int) -> list[tuple]:
         for _ in range(16):
             scene, present, absent = existence_pair(rng, SIDE, width=1)
             for condition, target in ((present, 0), (absent, 1)):
-                content = [{"type": "image"}, {"type": "text", "text": f"Is there a {_phrase(condition)}? {DIRECT_SUFFIX}"}]
+                content = [{"type": "image"}, {"type": "text", "text": f"Is there a {noun_phrase(condition, plural=False)}? {DIRECT_SUFFIX}"}]
                 texts.append(tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                            add_generation_prompt=True) + "\\boxed{")
                 images.append(render_scene(scene))

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 from mpi_ray.data.clevr_policy.cot import _join, attribute_summary
-from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, sample_general_question
+from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, noun_phrase, sample_general_question
 from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES, describe
 from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples
 from mpi_ray.data.clevr_policy.policy_doc import _SYLLABLE_CONSONANTS, _SYLLABLE_VOWELS
@@ -82,7 +82,7 @@ def matching_objects(conditions: tuple[Condition, ...], objects: list[dict[str, 
     """'The red objects are the small red metal cube and ...' (the first condition's objects), or 'none'."""
     head = conditions[0]
     found = [f"the {describe(obj)}" for obj in objects if head.matches(obj)]
-    return f"The {_phrase((head,))}s are {_join(found) if found else 'none'}."
+    return f"The {noun_phrase((head,), plural=True)} are {_join(found) if found else 'none'}."
 
 
 def _conditions(rng: random.Random, width: int) -> tuple[Condition, ...]:
@@ -119,9 +119,9 @@ def perception_record(rng: random.Random, number: int, image_size: int, direct: 
         want_yes = rng.random() < 0.5
         scene, present, absent = existence_pair(rng, image_size)
         conditions = present if want_yes else absent
-        record = general_record(sample_id, scene, _Question(_phrase(conditions), want_yes))
+        record = general_record(sample_id, scene, _Question(noun_phrase(conditions, plural=False), want_yes))
         if direct:
-            record["query"] = f"Is there a {_phrase(conditions)}? {DIRECT_SUFFIX}"
+            record["query"] = f"Is there a {noun_phrase(conditions, plural=False)}? {DIRECT_SUFFIX}"
             record["cot"] = None
         else:
             summary = attribute_summary(kinds_of(scene))
@@ -182,19 +182,13 @@ def probe_records(count: int, image_size: int, seed: int = 0) -> list[dict[str, 
         scene, present, absent = existence_pair(rng, image_size, width)
         for conditions, yes in ((present, True), (absent, False)):
             number = len(records)
-            phrase = _phrase(conditions)
+            phrase = noun_phrase(conditions, plural=False)
             record = general_record(f"{BASE_DATASET}-probe-{number:06d}", scene, _Question(phrase, yes))
             record["dataset"] = BASE_DATASET
             record["query"] = f"Is there a {phrase}? {DIRECT_SUFFIX}"
             record["meta"] = {"conditions": width, "attributes": [c.attribute for c in conditions]}
             records.append(record)
     return records
-
-
-def _phrase(conditions: tuple[Condition, ...]) -> str:
-    values = {c.attribute: c.value for c in conditions}
-    words = [values[a] for a in ("size", "color", "material") if a in values]
-    return " ".join(words + [values.get("shape", "object")])
 
 
 @dataclass(frozen=True)

@@ -50,12 +50,12 @@ def _ask(rng: random.Random, objects: list[Kind], kind: str) -> GeneralQuestion:
     )
     if kind == "count":
         count = sum(pattern_holds(conditions, [obj]) for obj in objects)
-        return GeneralQuestion(kind, conditions, f"How many {_noun_phrase(conditions, plural=True)} are there?", str(count))
+        return GeneralQuestion(kind, conditions, f"How many {noun_phrase(conditions, plural=True)} are there?", str(count))
     exists = pattern_holds(conditions, objects)
-    return GeneralQuestion(kind, conditions, f"Is there a {_noun_phrase(conditions, plural=False)}?", "yes" if exists else "no")
+    return GeneralQuestion(kind, conditions, f"Is there a {noun_phrase(conditions, plural=False)}?", "yes" if exists else "no")
 
 
-def _noun_phrase(conditions: tuple[Condition, ...], plural: bool) -> str:
+def noun_phrase(conditions: tuple[Condition, ...], plural: bool) -> str:
     """'large red cubes', 'metal object': adjectives in CLEVR order, then the shape or 'object'."""
     values = {condition.attribute: condition.value for condition in conditions}
     words = [values[attribute] for attribute in _ADJECTIVE_ORDER if attribute in values]
