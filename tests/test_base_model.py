@@ -113,6 +113,20 @@ def test_cell_labels_put_each_object_in_the_cell_of_its_centre() -> None:
     assert labels[6, len(VALUES):].nonzero().flatten().tolist() == [KINDS.index(("cube", "red", "large", "metal"))]
 
 
+def test_cell_labels_keep_every_object_that_shares_a_cell() -> None:
+    """Two objects centred in one cell: the cell shows the values and kinds of both (a quarter of the
+    objects share a cell; the labels once kept only the last one's values)."""
+    from mpi_ray.model.vision_pretrain import CELL, KINDS, VALUES, cell_labels
+
+    first = {"shape": "cube", "color": "red", "size": "large", "material": "metal", "pixel_coords": [5, 5]}
+    second = {"shape": "sphere", "color": "blue", "size": "small", "material": "rubber", "pixel_coords": [CELL - 5, CELL - 5]}
+    labels = cell_labels({"image_size": [4 * CELL, 4 * CELL], "objects": [first, second]})
+    on = {VALUES[i] for i in labels[0, : len(VALUES)].nonzero().flatten().tolist()}
+    assert on == {(attribute, obj[attribute]) for obj in (first, second) for attribute in ("shape", "color", "size", "material")}
+    kinds = {KINDS[i] for i in labels[0, len(VALUES):].nonzero().flatten().tolist()}
+    assert kinds == {("cube", "red", "large", "metal"), ("sphere", "blue", "small", "rubber")}
+
+
 def test_a_short_vision_pretraining_makes_the_tower_see(tmp_path: Path) -> None:
     """A few hundred steps of dense attribute labels lift held-out existence of attribute values far
     above the 50% a tower that does not see scores (balanced accuracy, so no prior helps)."""

@@ -42,15 +42,19 @@ class VisionPretrainResult:
 
 
 def cell_labels(scene: SceneGraph) -> torch.Tensor:
-    """[cells, LABELS]: row-major over the merged-token grid, as the tower emits its tokens."""
+    """[cells, LABELS]: row-major over the merged-token grid, as the tower emits its tokens; a cell is
+    labelled with every value and kind of every object centred in it."""
     width, height = scene["image_size"]
     columns, rows = width // CELL, height // CELL
     labels = torch.zeros(rows * columns, LABELS)
     for obj in scene["objects"]:
         x, y = obj["pixel_coords"]
         cell = min(y // CELL, rows - 1) * columns + min(x // CELL, columns - 1)
+        # Only ever set: a quarter of the objects share their cell with another (measured on 2,000 scenes),
+        # and the cell shows both; writing zeros here erased the earlier object's values (until 2026-12-06).
         for index, (attribute, value) in enumerate(VALUES):
-            labels[cell, index] = float(obj[attribute] == value)
+            if obj[attribute] == value:
+                labels[cell, index] = 1.0
         labels[cell, len(VALUES) + KINDS.index(tuple(obj[a] for a in ATTRIBUTES))] = 1.0
     return labels
 
