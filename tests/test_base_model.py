@@ -173,3 +173,20 @@ def test_extra_vision_steps_train_only_the_tower_of_an_existing_base_and_say_so(
     assert manifest["commands"][0] == "earlier" and len(manifest["commands"]) == 2
     assert manifest["final"]["probe"] == 50.0 and manifest["final"]["vision_extra"]["steps"] == 4
     assert not (out / "base_metrics.jsonl").exists()  # no language phase ran
+
+
+def test_a_question_phase_trains_on_direct_questions_probes_and_resumes_its_count(tmp_path: Path) -> None:
+    """`--question-steps N --vision-steps 0 --minutes 0` on a built base: N steps, probed at the end
+    (metrics and manifest), and a second invocation with the same N does nothing more."""
+    from mpi_ray.model import base
+    from mpi_ray.model.tiny import build_tiny
+
+    out = build_tiny(tmp_path / "base", "xs", 0, max_pixels=112 * 112)
+    args = ["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--question-steps", "2", "--question-batch", "2",
+            "--probe-size", "4", "--probe-every", "5", "--threads", "1"]
+    base.main(args)
+    rows = [json.loads(line) for line in (out / "base_metrics.jsonl").read_text().splitlines()]
+    assert [row["question_step"] for row in rows] == [2] and rows[0]["seen"] == 4
+    assert json.loads((out / base.MANIFEST).read_text())["final"]["question_step"] == 2
+    base.main(args)  # resumed: the phase is done
+    assert len((out / "base_metrics.jsonl").read_text().splitlines()) == 1

@@ -1,15 +1,17 @@
 """Pretrain the tiny Qwen2.5-VL into a base that can see and read (our stand-in for the Instruct model).
 
     python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 112] [--vision-steps 3000] [--minutes 60] [--seed 0]
-                                 [--extra-vision-steps N] [--vision-lr-scale 3.0]
+                                 [--extra-vision-steps N] [--vision-lr-scale 3.0] [--question-steps N]
 
 Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), first pretrains the vision
 tower alone on dense attribute labels (`mpi_ray.model.vision_pretrain`, `--vision-steps`), then
 trains the whole model for `--minutes` on the endless generated stream of `mpi_ray.model.base_data`
 (perception questions and in-context policy following, disjoint from every run's data), then, with
-`--extra-vision-steps`, tops up the tower alone again. A top-up moves the features the language model
-learned to read, so the committed base follows it with a short language phase, the tower frozen
-(`--vision-steps 0 --minutes 10 --vision-lr-scale 0`; README, "The tiny local model"). It writes a
+`--extra-vision-steps`, tops up the tower alone again, and with `--question-steps` ends on direct
+yes/no existence questions alone (the answer carries the loss there, not one token of a long
+target). A top-up moves the features the language model learned to read, so the committed base
+follows it with a short language phase, the tower frozen (`--vision-steps 0 --minutes 10
+--vision-lr-scale 0`; README, "The tiny local model"). It writes a
 Hugging Face folder plus `base_manifest.json`: the exact command, seed, commit, minutes, samples
 seen, the vision pretraining's and the perception probe's figures. One process,
 plain PyTorch: it runs once, offline, and its output is what runs start from (`model.name_or_path`).
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-steps", type=int, default=3000, help="dense attribute pretraining of the vision tower (fresh runs)")
     parser.add_argument("--extra-vision-steps", type=int, default=0,
                         help="after the language phase, this many more dense-label steps for the tower (a fresh readout and stream)")
+    parser.add_argument("--question-steps", type=int, default=0,
+                        help="last, this many steps (in all invocations) of direct yes/no existence questions only")
+    parser.add_argument("--question-batch", type=int, default=32)
+    parser.add_argument("--question-lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(out).train()
     encoder = Encoder(str(out), max_pixels=args.image_size * args.image_size, max_seq_len=4096)
     optimizer = optimizer_for(model, args.lr, args.vision_lr_scale)
-    position = {"step": 0, "seen": 0, "minutes": 0.0, "vision": None}  # where the base stands; saved with it
+    position = {"step": 0, "seen": 0, "minutes": 0.0, "vision": None, "question_step": 0}  # where the base stands; saved with it
     if state:
         optimizer.load_state_dict(state["optimizer"])
         position.update({key: state.get(key, value) for key, value in position.items()})
@@ -173,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         extra = asdict(pretrain_vision(model, encoder.processor, args.image_size, args.extra_vision_steps, seed=args.seed,
                                        stream="clevr_vision_extra", log=lambda line: print(line, flush=True)))
         save(out, args, model, optimizer, position, {"vision_extra": extra})
+    if args.question_steps > 0:
+        question_phase(out, args, model, encoder, optimizer, position)
 
 
 def language_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, encoder: Encoder,
@@ -195,32 +203,65 @@ def language_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
         progress = min(1.0, minutes / total_minutes)
         for group, base_lr in zip(optimizer.param_groups, (args.lr, args.lr * args.vision_lr_scale)):
             group["lr"] = base_lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-        batch = collate(rows, encoder)
-        labels = batch.pop("labels")
-        loss = masked_lm_loss(model(**batch).logits, labels)[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        losses.append(train_step(model, optimizer, encoder, rows))
         step += 1
-        losses.append(float(loss.detach()))
         done = minutes - spent >= args.minutes
         if step % args.probe_every == 0 or done:
             metrics = {"step": step, "seen": seen, "minutes": round(minutes, 2), "loss": round(float(np.mean(losses)), 4)}
-            metrics |= {k: round(v, 2) for k, v in probe_accuracy(model, encoder, probes).items()}
-            rate = seen / max(1e-9, minutes * 60)
-            print(f"[base] step {step} | {seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | "
-                  f"{rate:.1f} samples/s | loss {metrics['loss']:.3f} | probe {metrics['probe']:.1f}% AUC {metrics['probe_auc']:.1f} "
-                  f"(single {metrics['probe_single']:.1f}, conjunction {metrics['probe_conjunction']:.1f}; "
-                  + ", ".join(f"{key[6:]} {value:.0f}" for key, value in metrics.items()
-                              if key.startswith("probe_") and key[6:] in ATTRIBUTES) + ")", flush=True)
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
+            checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
+                       f"{seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | {seen / max(1e-9, minutes * 60):.1f} samples/s")
             losses = []
-            position.update(step=step, seen=seen, minutes=minutes)
-            save(out, args, model, optimizer, position, metrics)
         if done:
             break
+
+
+def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, encoder: Encoder,
+                   optimizer: torch.optim.Optimizer, position: dict[str, Any]) -> None:
+    """`--question-steps` steps of direct yes/no existence questions only, batches of `--question-batch`,
+    lr `--question-lr` after a 200-step warm-up. In the mixed stream the answer is one token of a long
+    target; here it carries the loss, which is what taught the base to read a colour question in 1,000
+    steps (`benchmarks/bench_question_every_attribute.py`). It continues the stream's sample numbers."""
+    mix = BaseMix(perception_think=0.0, perception_direct=1.0, policy=0.0)
+    probes = probe_records(args.probe_size, args.image_size)
+    log = (out / "base_metrics.jsonl").open("a")
+    first, started, losses = position.get("question_step", 0), time.monotonic(), []
+    batches_left = batches(encoder, args.seed, args.image_size, mix, position["seen"], args.question_batch)
+    for step, (seen, rows) in zip(range(first + 1, args.question_steps + 1), batches_left):
+        for group, scale in zip(optimizer.param_groups, (1.0, args.vision_lr_scale)):
+            group["lr"] = args.question_lr * scale * min(1.0, step / 200)
+        losses.append(train_step(model, optimizer, encoder, rows))
+        if step % args.probe_every == 0 or step == args.question_steps:
+            elapsed = time.monotonic() - started
+            metrics = {"question_step": step, "seen": seen, "question_minutes": round(elapsed / 60, 2),
+                       "loss": round(float(np.mean(losses)), 4)}
+            checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
+                       f"question step {step}/{args.question_steps} | ETA {elapsed / (step - first) * (args.question_steps - step) / 60:.1f} min")
+            losses = []
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, encoder: Encoder, rows: list) -> float:
+    batch = collate(rows, encoder)
+    labels = batch.pop("labels")
+    loss = masked_lm_loss(model(**batch).logits, labels)[0]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def checkpoint(out: Path, args: argparse.Namespace, model: torch.nn.Module, encoder: Encoder, optimizer: torch.optim.Optimizer,
+               position: dict[str, Any], probes: list, log: Any, metrics: dict[str, Any], progress: str) -> None:
+    """Probe, print one line, append the metrics, save the base with its position (updated in place)."""
+    metrics |= {k: round(v, 2) for k, v in probe_accuracy(model, encoder, probes).items()}
+    print(f"[base] step {metrics.get('step', position['step'])} | {progress} | loss {metrics['loss']:.3f} | probe {metrics['probe']:.1f}% "
+          f"AUC {metrics['probe_auc']:.1f} (single {metrics['probe_single']:.1f}, conjunction {metrics['probe_conjunction']:.1f}; "
+          + ", ".join(f"{key[6:]} {value:.0f}" for key, value in metrics.items()
+                      if key.startswith("probe_") and key[6:] in ATTRIBUTES) + ")", flush=True)
+    log.write(json.dumps(metrics) + "\n")
+    log.flush()
+    position.update({key: metrics[key] for key in ("step", "seen", "minutes", "question_step") if key in metrics})
+    save(out, args, model, optimizer, position, metrics)
 
 
 def save(out: Path, args: argparse.Namespace, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
