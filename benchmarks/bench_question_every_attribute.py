@@ -26,7 +26,8 @@ A scratch predecessor scored the same training on unpaired held-out questions an
 1,100-1,500: a shortcut (whether the scene mixes the asked attribute's values), which the paired design
 removes.
 
-Measured 2026-12-06 (eighth session, the committed base, `--echo 0`, 1,000 steps each): colour alone in
+Measured 2026-12-06 (eighth session, the committed base, `--echo 0`, 1,000 steps each; the held-out pairs
+redrawn by `asked_pair`, the same distribution as before): colour alone in
 the probe's form, `--attributes color`, reads **92% at step 1,000** (51% to step 300, 61% at 400, 89% at
 800); the same with `--design paired` 50-64% throughout (the contrast removes the prior's gradient that
 gets the unpaired run moving). A curriculum, every attribute for 1,500 steps from that colour model
@@ -95,9 +96,9 @@ def questions(rng: random.Random, tokenizer, count: int, echo: float) -> tuple:
 
 
 def paired_questions(rng: random.Random, tokenizer, count: int, echo: float, both: bool = True) -> tuple:
-    """`count` questions in the probe's paired design (`existence_pair`, one attribute): each scene asked
-    once with its yes-question and once with its no-question, in the same batch, so that the only thing
-    that lowers the loss is reading the asked value."""
+    """`count` questions in the probe's paired design (`asked_pair`): each scene asked once with its
+    yes-question and once with its no-question, in the same batch, so that the only thing that lowers
+    the loss is reading the asked value; with `both=False` one of the two, picked at random."""
     texts, images, targets, attributes = [], [], [], []
     for _ in range(count // 2 if both else count):
         scene, present, absent = asked_pair(rng)
@@ -117,7 +118,7 @@ def paired_questions(rng: random.Random, tokenizer, count: int, echo: float, bot
 
 def held_out_pairs(tokenizer, pairs: int) -> list[tuple]:
     """The probe's design: each scene asked once with a question whose answer is yes and once with one
-    whose answer is no, about one attribute (`existence_pair`), so that nothing but reading the asked value
+    whose answer is no, about one attribute (`asked_pair`), so that nothing but reading the asked value
     helps (unpaired, "is there a metal object" could be answered by whether the scene mixes materials)."""
     rng, batches = random.Random("held-out pairs"), []
     for _ in range(pairs // 16):

@@ -175,7 +175,7 @@ def test_extra_vision_steps_train_only_the_tower_of_an_existing_base_and_say_so(
     assert not (out / "base_metrics.jsonl").exists()  # no language phase ran
 
 
-def test_a_question_phase_trains_on_direct_questions_probes_and_resumes_its_count(tmp_path: Path) -> None:
+def test_a_question_phase_runs_its_steps_probes_and_resumes_its_count(tmp_path: Path) -> None:
     """`--question-steps N --vision-steps 0 --minutes 0` on a built base: N steps, probed at the end
     (metrics and manifest), and a second invocation with the same N does nothing more."""
     from mpi_ray.model import base
