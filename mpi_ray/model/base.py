@@ -224,7 +224,7 @@ def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
     mix = BaseMix(perception_think=0.0, perception_direct=1.0, policy=0.0)
     probes = probe_records(args.probe_size, args.image_size)
     log = (out / "base_metrics.jsonl").open("a")
-    first, started, losses = position.get("question_step", 0), time.monotonic(), []
+    first, started, losses = position["question_step"], time.monotonic(), []
     batches_left = batches(encoder, args.seed, args.image_size, mix, position["seen"], args.question_batch)
     for step, (seen, rows) in zip(range(first + 1, args.question_steps + 1), batches_left):
         for group, scale in zip(optimizer.param_groups, (1.0, args.vision_lr_scale)):

@@ -85,20 +85,20 @@ def matching_objects(conditions: tuple[Condition, ...], objects: list[dict[str, 
     return f"The {noun_phrase((head,), plural=True)} are {_join(found) if found else 'none'}."
 
 
-def _conditions(rng: random.Random, width: int) -> tuple[Condition, ...]:
-    attributes = sorted(rng.sample(list(ATTRIBUTES), width), key=list(ATTRIBUTES).index)
-    return tuple(Condition(a, rng.choice(ATTRIBUTES[a])) for a in attributes)
+def _conditions(rng: random.Random, width: int, attributes: tuple[str, ...]) -> tuple[Condition, ...]:
+    asked = sorted(rng.sample(list(attributes), width), key=list(ATTRIBUTES).index)
+    return tuple(Condition(a, rng.choice(ATTRIBUTES[a])) for a in asked)
 
 
-def existence_pair(rng: random.Random, image_size: int,
-                   width: int | None = None) -> tuple[dict[str, Any], tuple[Condition, ...], tuple[Condition, ...]]:
-    """One scene and two questions about it: one whose answer is yes, one whose answer is no. Both
-    are drawn from the same distribution before the scene, and they share the image, so neither the
-    question's words nor the image's statistics (a busier scene makes any "yes" likelier) tell
-    the answer: only matching the question against the objects does."""
+def existence_pair(rng: random.Random, image_size: int, width: int | None = None, attributes: tuple[str, ...] = tuple(ATTRIBUTES),
+                   ) -> tuple[dict[str, Any], tuple[Condition, ...], tuple[Condition, ...]]:
+    """One scene and two questions about it (about `attributes`): one whose answer is yes, one whose
+    answer is no. Both are drawn from the same distribution before the scene, and they share the image,
+    so neither the question's words nor the image's statistics (a busier scene makes any "yes"
+    likelier) tell the answer: only matching the question against the objects does."""
     width = width or rng.choice((1, 2))
     while True:
-        present, absent = _conditions(rng, width), _conditions(rng, width)
+        present, absent = _conditions(rng, width, attributes), _conditions(rng, width, attributes)
         if present == absent:
             continue
         for _ in range(_SCENE_TRIES):
