@@ -1,19 +1,20 @@
 """Can a base learn to read the question, for every attribute? A targeted run on the perception probe's form.
 
     python benchmarks/bench_question_every_attribute.py [--model models/tiny-base-xs] [--steps 1500] [--echo 0.5,0]
-        [--attributes color,...] [--design unpaired|paired|pair-one] [--save DIR]
+        [--attributes color,...] [--design unpaired|paired|pair-one] [--balanced] [--question-first] [--save DIR]
 
 Trains copies of one base (the whole model, lr 1e-3 with a 200-step warm-up, batches of 32, loss on the
 yes/no token only) on single-attribute existence questions over the 15 attribute values (or those of
-`--attributes`), asked as the perception probe asks them ("Is there a metal object? Answer with yes or
+`--attributes`; `--balanced`: each attribute equally often, else each value, so colour is 8 of 15), asked
+as the perception probe asks them (`--question-first`: the question before the image) ("Is there a metal object? Answer with yes or
 no.", the answer after "\\boxed{"). `--design`: `unpaired` (default) draws a question, then a scene that
 fits its answer (half yes); `paired` asks both questions of a probe pair about one scene in the same
 batch; `pair-one` asks one of the pair (the base data's design). A share `--echo` of the training
 questions are asked the one-hop way instead: the asked phrase follows the chat template and the answer
 is predicted at its last word (the word next to the answer: colours read that way in 250-800 steps in
 `bench_question_conditioning.py`). Held out every 100 steps: 96 scenes in the probe's paired design
-(each asked a yes- and a no-question about an attribute, 192 questions, chance 50% for every
-attribute), overall and per attribute; one run per echo share, side by side in one process. `--save`
+(each asked a yes- and a no-question about any attribute, whatever is trained, 192 questions,
+chance 50% for every attribute), overall and per attribute; one run per echo share, side by side in one process. `--save`
 keeps the trained model (a start for a curriculum: `--model DIR`).
 
 Measured 2026-12-06 (the committed base, 2 threads, 1,500 steps, about 5 minutes a run; the base's own
@@ -36,6 +37,18 @@ with `--design pair-one` 1,000 steps the same (56-65%). The reading is learned f
 other three attributes stay at chance under every training design tried. With this script's pairs drawn
 by `existence_pair` itself (the review's change), `--attributes color --echo 0 --steps 1000` read 50-52% to
 step 300, 72% at 500, 89% at 800, 92% at 900 and 88.5% at 1,000: the same curve.
+
+Measured 2026-12-06 (ninth session, the committed base, `--echo 0`, held out on every attribute): the
+question before the image (`--question-first`, 1,000 steps, every attribute) 49.5-54.7%, no better;
+`--balanced` (1,500 steps) 50-57%, no better. **One attribute alone is read, a mix is not**:
+`--attributes material` reads material at 70% at step 500 and **98% at 800** (`--design pair-one`,
+the base data's design: 94% at 500), on a tower that reads material at 69.5%. A curriculum, each
+run from the last's `--save`: colour alone 800 steps (colour 90%), then material alone 800 (material
+94%, colour falls back to 55%: one attribute displaces the other), then colour and material mixed
+(`--attributes color,material --balanced`, 1,000 steps): **colour 86-88% and material 88-94% both
+held** (overall 67-69%, shape and size untrained at chance). Then shape alone, 800 steps, stayed at
+chance (loss ln 2): the committed tower reads shape at 60%. Hence `python -m mpi_ray.model.base
+--question-curriculum` (one attribute at a time, then mixes).
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoProcessor
@@ -60,68 +74,75 @@ from mpi_ray.stages.model import resolve_base
 SIDE = 112
 
 
-ASKED = {attribute for attribute, _ in VALUES}  # the attributes asked about (--attributes)
+@dataclass(frozen=True)
+class Asking:
+    """What the questions ask about (`--attributes`) and where the question stands (`--question-first`:
+    before the image, so that the image's tokens can attend to the asked words under causal attention)."""
+    attributes: tuple[str, ...] = tuple(ATTRIBUTES)
+    question_first: bool = False
+    balanced: bool = False  # --balanced: each attribute asked equally often (else each value: colour 8 of 15)
+
+    def pair(self, rng: random.Random) -> tuple:
+        """`existence_pair` with one attribute, both questions about the asked attributes."""
+        return existence_pair(rng, SIDE, width=1, attributes=self.attributes)
+
+    def prompt(self, tokenizer, phrase: str) -> str:
+        """"Is there a <phrase>? Answer with yes or no." and the image, in the chat template, up to the
+        assistant's turn (the probe's form; "\\boxed{" or the echoed phrase follows)."""
+        content = [{"type": "image"}, {"type": "text", "text": f"Is there a {phrase}? {DIRECT_SUFFIX}"}]
+        if self.question_first:
+            content.reverse()
+        return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
 
 
-def asked_pair(rng: random.Random) -> tuple:
-    """`existence_pair` with one attribute, both questions about attributes in ASKED."""
-    return existence_pair(rng, SIDE, width=1, attributes=tuple(a for a in ATTRIBUTES if a in ASKED))
-
-
-def probe_prompt(tokenizer, phrase: str) -> str:
-    """"Is there a <phrase>? Answer with yes or no." after the image, in the chat template, up to the
-    assistant's turn (the probe's form; "\\boxed{" or the echoed phrase follows)."""
-    content = [{"type": "image"}, {"type": "text", "text": f"Is there a {phrase}? {DIRECT_SUFFIX}"}]
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
-
-
-def questions(rng: random.Random, tokenizer, count: int, echo: float) -> tuple:
+def questions(asking: Asking, rng: random.Random, tokenizer, count: int, echo: float) -> tuple:
     """`count` balanced questions: the prompts (ending at "\\boxed{", or for an echo question at the
     asked phrase), the images, the targets (0 yes, 1 no) and the asked attributes."""
     texts, images, targets, attributes = [], [], [], []
     for _ in range(count):
-        (attribute, value), yes = rng.choice([v for v in VALUES if v[0] in ASKED]), rng.random() < 0.5
+        attribute = rng.choice(asking.attributes) if asking.balanced else None
+        (attribute, value), yes = rng.choice([v for v in VALUES if v[0] in asking.attributes and attribute in (None, v[0])]), rng.random() < 0.5
         condition = (Condition(attribute, value),)
         scene = sample_scene(rng, SIDE, SIDE)
         while pattern_holds(condition, kinds_of(scene)) != yes:
             scene = sample_scene(rng, SIDE, SIDE)
         phrase = noun_phrase(condition, plural=False)
-        texts.append(probe_prompt(tokenizer, phrase) + (phrase if rng.random() < echo else "\\boxed{"))
+        texts.append(asking.prompt(tokenizer, phrase) + (phrase if rng.random() < echo else "\\boxed{"))
         images.append(render_scene(scene))
         targets.append(0 if yes else 1)
         attributes.append(attribute)
     return texts, images, torch.tensor(targets), attributes
 
 
-def paired_questions(rng: random.Random, tokenizer, count: int, echo: float, both: bool = True) -> tuple:
-    """`count` questions in the probe's paired design (`asked_pair`): each scene asked once with its
+def paired_questions(asking: Asking, rng: random.Random, tokenizer, count: int, echo: float, both: bool = True) -> tuple:
+    """`count` questions in the probe's paired design (`Asking.pair`): each scene asked once with its
     yes-question and once with its no-question, in the same batch, so that the only thing that lowers
     the loss is reading the asked value; with `both=False` one of the two, picked at random."""
     texts, images, targets, attributes = [], [], [], []
     for _ in range(count // 2 if both else count):
-        scene, present, absent = asked_pair(rng)
+        scene, present, absent = asking.pair(rng)
         image = render_scene(scene)
         asked = ((present, 0), (absent, 1)) if both else (rng.choice(((present, 0), (absent, 1))),)
         for condition, target in asked:
             phrase = noun_phrase(condition, plural=False)
-            texts.append(probe_prompt(tokenizer, phrase) + (phrase if rng.random() < echo else "\\boxed{"))
+            texts.append(asking.prompt(tokenizer, phrase) + (phrase if rng.random() < echo else "\\boxed{"))
             images.append(image)
             targets.append(target)
             attributes.append(condition[0].attribute)
     return texts, images, torch.tensor(targets), attributes
 
 
-def held_out_pairs(tokenizer, pairs: int) -> list[tuple]:
+def held_out_pairs(asking: Asking, tokenizer, pairs: int) -> list[tuple]:
     """The probe's design: each scene asked once with a question whose answer is yes and once with one
-    whose answer is no, about one attribute (`asked_pair`), so that nothing but reading the asked value
+    whose answer is no, about one attribute (`Asking.pair`), so that nothing but reading the asked value
     helps (unpaired, "is there a metal object" could be answered by whether the scene mixes materials)."""
     rng, batches = random.Random("held-out pairs"), []
     for _ in range(pairs // 16):
         texts, images, targets, attributes = [], [], [], []
         for _ in range(16):
-            scene, present, absent = asked_pair(rng)
+            scene, present, absent = asking.pair(rng)
             for condition, target in ((present, 0), (absent, 1)):
-                texts.append(probe_prompt(tokenizer, noun_phrase(condition, plural=False)) + "\\boxed{")
+                texts.append(asking.prompt(tokenizer, noun_phrase(condition, plural=False)) + "\\boxed{")
                 images.append(render_scene(scene))
                 targets.append(target)
                 attributes.append(condition[0].attribute)
@@ -129,7 +150,7 @@ def held_out_pairs(tokenizer, pairs: int) -> list[tuple]:
     return batches
 
 
-def train(path: str, steps: int, echo: float, design: str = "unpaired", save: str | None = None) -> None:
+def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unpaired", save: str | None = None) -> None:
     processor = AutoProcessor.from_pretrained(path)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
@@ -140,16 +161,16 @@ def train(path: str, steps: int, echo: float, design: str = "unpaired", save: st
         batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
         return model(**batch).logits[:, -1, answer_ids]
 
-    held_out = held_out_pairs(tokenizer, 96)
+    held_out = held_out_pairs(Asking(question_first=asking.question_first), tokenizer, 96)  # every attribute, whatever is trained
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng, started = random.Random(0), time.monotonic()
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = 1e-3 * min(1.0, step / 200)
         if design == "unpaired":
-            texts, images, targets, _ = questions(rng, tokenizer, 32, echo)
+            texts, images, targets, _ = questions(asking, rng, tokenizer, 32, echo)
         else:
-            texts, images, targets, _ = paired_questions(rng, tokenizer, 32, echo, both=design == "paired")
+            texts, images, targets, _ = paired_questions(asking, rng, tokenizer, 32, echo, both=design == "paired")
         loss = torch.nn.functional.cross_entropy(logits(texts, images), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -178,14 +199,16 @@ def main() -> None:
                         help="training questions: one per scene drawn to fit it, or both of a probe pair per scene")
     parser.add_argument("--attributes", default=None, help="comma-separated attributes to ask about (default: all four)")
     parser.add_argument("--save", default=None, help="save the trained model here (one echo share only)")
+    parser.add_argument("--question-first", action="store_true", help="the question before the image")
+    parser.add_argument("--balanced", action="store_true", help="each attribute asked equally often (unpaired design)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if args.attributes:
-        ASKED.intersection_update(args.attributes.split(","))
+    asked = args.attributes.split(",") if args.attributes else ATTRIBUTES
+    asking = Asking(tuple(a for a in ATTRIBUTES if a in asked), args.question_first, args.balanced)
     torch.set_num_threads(args.threads)
     for echo in (float(share) for share in args.echo.split(",")):
         torch.manual_seed(0)
-        train(resolve_base(args.model), args.steps, echo, args.design, args.save)
+        train(asking, resolve_base(args.model), args.steps, echo, args.design, args.save)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,20 @@ def test_the_base_stream_mixes_perception_and_policy_following_reproducibly() ->
             assert record["cot"].startswith("<think>The shapes in the image are ")
 
 
+def test_a_restricted_mix_asks_only_its_attributes_one_condition_at_a_time() -> None:
+    """A question-curriculum stage: direct existence questions about material alone, balanced, right."""
+    from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES
+
+    mix = BaseMix(perception_think=0.0, perception_direct=1.0, policy=0.0, existence_attributes=("material",), existence_width=1)
+    records = list(itertools.islice(base_records(0, 112, mix), 40))
+    asked = [re.fullmatch(r"Is there a (\w+) object\? Answer with yes or no\.", r["query"]) for r in records]
+    assert all(asked) and {m.group(1) for m in asked} == set(ATTRIBUTES["material"])
+    assert 10 <= sum(r["answer"] == "yes" for r in records) <= 30
+    for record, match in zip(records, asked):
+        holds = pattern_holds((Condition("material", match.group(1)),), kinds_of(json.loads(record["truth"])))
+        assert record["answer"] == ("yes" if holds else "no")
+
+
 def test_the_perception_probe_is_balanced_and_right_by_construction() -> None:
     probes = probe_records(40, 112)
     assert sum(p["answer"] == "yes" for p in probes) == 20
@@ -175,18 +189,25 @@ def test_extra_vision_steps_train_only_the_tower_of_an_existing_base_and_say_so(
     assert not (out / "base_metrics.jsonl").exists()  # no language phase ran
 
 
-def test_a_question_phase_runs_its_steps_probes_and_resumes_its_count(tmp_path: Path) -> None:
-    """`--question-steps N --vision-steps 0 --minutes 0` on a built base: N steps, probed at the end
-    (metrics and manifest), and a second invocation with the same N does nothing more."""
+def test_a_question_curriculum_runs_its_stages_in_order_probes_each_and_resumes(tmp_path: Path) -> None:
+    """`--question-steps N --question-curriculum a,b+c,all --vision-steps 0 --minutes 0` on a built base:
+    N steps a stage, probed at each stage's end (metrics and manifest), the sample count going on across
+    stages; a second invocation does nothing more; an unknown attribute is refused before anything runs."""
+    import pytest
+
     from mpi_ray.model import base
     from mpi_ray.model.tiny import build_tiny
 
     out = build_tiny(tmp_path / "base", "xs", 0, max_pixels=112 * 112)
-    args = ["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--question-steps", "2", "--question-batch", "2",
-            "--probe-size", "4", "--probe-every", "5", "--threads", "1"]
+    args = ["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--question-steps", "1", "--question-batch", "2",
+            "--question-curriculum", "material,color+size,all", "--probe-size", "4", "--probe-every", "5", "--threads", "1"]
     base.main(args)
     rows = [json.loads(line) for line in (out / "base_metrics.jsonl").read_text().splitlines()]
-    assert [row["question_step"] for row in rows] == [2] and rows[0]["seen"] == 4
-    assert json.loads((out / base.MANIFEST).read_text())["final"]["question_step"] == 2
+    assert [(row["question_step"], row["question_stage"], row["seen"]) for row in rows] == [
+        (1, "material", 2), (2, "color+size", 4), (3, "all", 6)]
+    final = json.loads((out / base.MANIFEST).read_text())["final"]
+    assert (final["question_step"], final["question_stage"]) == (3, "all") and "probe" in final
     base.main(args)  # resumed: the phase is done
-    assert len((out / "base_metrics.jsonl").read_text().splitlines()) == 1
+    assert len((out / "base_metrics.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(SystemExit):
+        base.main(args[:-8] + ["--question-curriculum", "colour"])

@@ -50,6 +50,8 @@ class BaseMix:
     pictured_fraction: float = 0.25  # of policy samples: -M style (some values shown as pictures)
     min_depth: int = 2
     max_depth: int = 3
+    existence_attributes: tuple[str, ...] = tuple(ATTRIBUTES)  # what the existence questions ask about
+    existence_width: int | None = None  # conditions per existence question (None: one or two, drawn)
 
 
 def tree_conditions(tree: DecisionTree) -> tuple[tuple[str, str, str], ...]:
@@ -108,7 +110,7 @@ def existence_pair(rng: random.Random, image_size: int, width: int | None = None
                 return scene, present, absent
 
 
-def perception_record(rng: random.Random, number: int, image_size: int, direct: bool) -> dict[str, Any]:
+def perception_record(rng: random.Random, number: int, image_size: int, direct: bool, mix: BaseMix) -> dict[str, Any]:
     sample_id = f"{BASE_DATASET}-perception-{number:09d}"
     if not direct and rng.random() < 0.25:  # counting, CLEVR's other question type (the forgetting suite asks it)
         scene = sample_scene(rng, image_size, image_size)
@@ -117,7 +119,7 @@ def perception_record(rng: random.Random, number: int, image_size: int, direct: 
         record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
     else:
         want_yes = rng.random() < 0.5
-        scene, present, absent = existence_pair(rng, image_size)
+        scene, present, absent = existence_pair(rng, image_size, mix.existence_width, mix.existence_attributes)
         conditions = present if want_yes else absent
         record = general_record(sample_id, scene, _Question(noun_phrase(conditions, plural=False), want_yes))
         if direct:
@@ -157,7 +159,7 @@ def base_records(seed: int, image_size: int, mix: BaseMix, start: int = 0) -> It
         if kind == "policy":
             yield policy_sample(rng, number, image_size, mix)
         else:
-            yield perception_record(rng, number, image_size, direct=kind == "direct")
+            yield perception_record(rng, number, image_size, direct=kind == "direct", mix=mix)
         number += 1
 
 
