@@ -162,8 +162,22 @@ def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unp
         return model(**batch).logits[:, -1, answer_ids]
 
     held_out = held_out_pairs(Asking(question_first=asking.question_first), tokenizer, 96)  # every attribute, whatever is trained
+
+    def report(step: int, loss: float) -> None:
+        right: dict[str, list[bool]] = {}
+        with torch.no_grad():
+            for texts, images, targets, attributes in held_out:
+                for attribute, hit in zip(attributes, (logits(texts, images).argmax(-1) == targets).tolist()):
+                    right.setdefault(attribute, []).append(hit)
+        every = [hit for hits in right.values() for hit in hits]
+        print(f"echo {echo:.2f} step {step:>4} | loss {loss:.3f} | held-out {100 * sum(every) / len(every):.1f}% | "
+              + " ".join(f"{a} {100 * sum(h) / len(h):.0f}" for a, h in sorted(right.items()))
+              + f" | {time.monotonic() - started:.0f}s", flush=True)
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     rng, started = random.Random(0), time.monotonic()
+    if steps == 0:  # --steps 0: score the model as it is
+        report(0, float("nan"))
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = 1e-3 * min(1.0, step / 200)
@@ -176,15 +190,7 @@ def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unp
         loss.backward()
         optimizer.step()
         if step % 100 == 0:
-            right: dict[str, list[bool]] = {}
-            with torch.no_grad():
-                for texts, images, targets, attributes in held_out:
-                    for attribute, hit in zip(attributes, (logits(texts, images).argmax(-1) == targets).tolist()):
-                        right.setdefault(attribute, []).append(hit)
-            every = [hit for hits in right.values() for hit in hits]
-            print(f"echo {echo:.2f} step {step:>4} | loss {loss.item():.3f} | held-out {100 * sum(every) / len(every):.1f}% | "
-                  + " ".join(f"{a} {100 * sum(h) / len(h):.0f}" for a, h in sorted(right.items()))
-                  + f" | {time.monotonic() - started:.0f}s", flush=True)
+            report(step, loss.item())
     if save:  # a start for the next run (a curriculum: one attribute first, then all)
         model.save_pretrained(save)
         processor.save_pretrained(save)
@@ -193,7 +199,7 @@ def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unp
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="models/tiny-base-xs")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1500, help="0: only score the model held out")
     parser.add_argument("--echo", default="0.5,0", help="shares of one-hop training questions, one run each")
     parser.add_argument("--design", choices=("unpaired", "paired", "pair-one"), default="unpaired",
                         help="training questions: one per scene drawn to fit it, or both of a probe pair per scene")
