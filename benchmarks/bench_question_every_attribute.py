@@ -6,16 +6,17 @@
 Trains copies of one base (the whole model, lr 1e-3 with a 200-step warm-up, batches of 32, loss on the
 yes/no token only) on single-attribute existence questions over the 15 attribute values (or those of
 `--attributes`; `--balanced`: each attribute equally often, else each value, so colour is 8 of 15), asked
-as the perception probe asks them (`--question-first`: the question before the image) ("Is there a metal object? Answer with yes or
-no.", the answer after "\\boxed{"). `--design`: `unpaired` (default) draws a question, then a scene that
-fits its answer (half yes); `paired` asks both questions of a probe pair about one scene in the same
-batch; `pair-one` asks one of the pair (the base data's design). A share `--echo` of the training
+as the perception probe asks them ("Is there a metal object? Answer with yes or no.", the answer after
+"\\boxed{"; `--question-first`: the question before the image). `--design`: `unpaired` (default)
+draws a question, then a scene that fits its answer (half yes); `paired` asks both questions of a probe
+pair about one scene in the same batch; `pair-one` asks one of the pair (the base data's design). A share `--echo` of the training
 questions are asked the one-hop way instead: the asked phrase follows the chat template and the answer
 is predicted at its last word (the word next to the answer: colours read that way in 250-800 steps in
 `bench_question_conditioning.py`). Held out every 100 steps: 96 scenes in the probe's paired design
 (each asked a yes- and a no-question about any attribute, whatever is trained, 192 questions,
-chance 50% for every attribute), overall and per attribute; one run per echo share, side by side in one process. `--save`
-keeps the trained model (a start for a curriculum: `--model DIR`).
+chance 50% for every attribute), overall and per attribute; one run per echo share, side by side in
+one process. `--save` keeps the trained model (a start for a curriculum: `--model DIR`).
+"The committed base" in the figures below is the one before the rebuild of 2026-12-07.
 
 Measured 2026-12-06 (the committed base, 2 threads, 1,500 steps, about 5 minutes a run; the base's own
 probe reads 50.0): with half the training questions one-hop, held out 49-58% (58.3% at step 1,500:
@@ -101,7 +102,8 @@ def questions(asking: Asking, rng: random.Random, tokenizer, count: int, echo: f
     texts, images, targets, attributes = [], [], [], []
     for _ in range(count):
         attribute = rng.choice(asking.attributes) if asking.balanced else None
-        (attribute, value), yes = rng.choice([v for v in VALUES if v[0] in asking.attributes and attribute in (None, v[0])]), rng.random() < 0.5
+        values = [v for v in VALUES if v[0] in asking.attributes and attribute in (None, v[0])]
+        (attribute, value), yes = rng.choice(values), rng.random() < 0.5
         condition = (Condition(attribute, value),)
         scene = sample_scene(rng, SIDE, SIDE)
         while pattern_holds(condition, kinds_of(scene)) != yes:
