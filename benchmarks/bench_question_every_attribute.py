@@ -2,6 +2,7 @@
 
     python benchmarks/bench_question_every_attribute.py [--model models/tiny-base-xs] [--steps 1500] [--echo 0.5,0]
         [--attributes color,...] [--design unpaired|paired|pair-one] [--balanced] [--question-first] [--save DIR]
+        [--echo-value [--echo-suffix STR]] [--held-out-echo]
 
 Trains copies of one base (the whole model, lr 1e-3 with a 200-step warm-up, batches of 32, loss on the
 yes/no token only) on single-attribute existence questions over the 15 attribute values (or those of
@@ -56,6 +57,16 @@ Measured 2026-12-07 (the rebuilt committed base, `--echo 0`): material alone 88%
 old one with colour); colour 800 steps then material 800: material only 58-69%. Material 400 steps,
 then size alone 600 (size 98-100% from step 300, material displaced to 35-37%), then
 `--attributes material,size --balanced` 600 steps: **material 79-98%, size 96-100%, both held**.
+
+Measured 2026-12-07 (tenth session, the same base, 2 threads): that curriculum reproduced (material 98% after
+400 steps; size 96-100% after 600; both mixed 600: material 94, size 100); from it, shape alone 800 steps
+36-60% and colour alone 800 steps 43-52%: neither starts after the binary two. **The asked value echoed
+as the last token** (`--echo 1 --echo-value --held-out-echo`: " red", one token as in the question, the
+answer predicted at it, held out asked the same way), every attribute mixed, 1,000 steps: 51.6% at step
+100, 71.9 at 200, 80.7 at 400, **84.9 at 700 and 82.8 at 1,000 (colour 81, material 88, shape 64, size
+98)**: every attribute starts in one mix. With `--echo-suffix '</think>\\boxed{'` (the answer seven
+tokens after the echoed value) 48-62% throughout: the answer has to be predicted at the asked word. Hence
+the echo think, "<think> red yes</think>" (`python -m mpi_ray.model.base --question-think echo`).
 """
 
 from __future__ import annotations
@@ -63,7 +74,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import AutoProcessor
@@ -88,6 +99,8 @@ class Asking:
     attributes: tuple[str, ...] = tuple(ATTRIBUTES)
     question_first: bool = False
     balanced: bool = False  # --balanced: each attribute asked equally often (else each value: colour 8 of 15)
+    echo_value: bool = False  # --echo-value: a one-hop question echoes the asked value ("red"), not the phrase ("red object")
+    echo_suffix: str = ""  # --echo-suffix: after the echoed value, before the answer (a CoT's "</think>\\boxed{")
 
     def pair(self, rng: random.Random) -> tuple:
         """`existence_pair` with one attribute, both questions about the asked attributes."""
@@ -100,6 +113,15 @@ class Asking:
         if self.question_first:
             content.reverse()
         return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+
+    def text(self, tokenizer, condition: tuple[Condition, ...], echo: bool) -> str:
+        """The prompt and what follows the assistant's turn: "\\boxed{", or, asked the one-hop way, the
+        asked phrase (or with `echo_value` the asked value, " red": one token, as in the question, so that
+        the answer is predicted at the very token the question names)."""
+        phrase = noun_phrase(condition, plural=False)
+        echoed = "".join(f" {c.value}" for c in condition) + self.echo_suffix if self.echo_value else phrase
+        ending = echoed if echo else "\\boxed{"
+        return self.prompt(tokenizer, phrase) + ending
 
 
 def questions(asking: Asking, rng: random.Random, tokenizer, count: int, echo: float) -> tuple:
@@ -114,8 +136,7 @@ def questions(asking: Asking, rng: random.Random, tokenizer, count: int, echo: f
         scene = sample_scene(rng, SIDE, SIDE)
         while pattern_holds(condition, kinds_of(scene)) != yes:
             scene = sample_scene(rng, SIDE, SIDE)
-        phrase = noun_phrase(condition, plural=False)
-        texts.append(asking.prompt(tokenizer, phrase) + (phrase if rng.random() < echo else "\\boxed{"))
+        texts.append(asking.text(tokenizer, condition, rng.random() < echo))
         images.append(render_scene(scene))
         targets.append(0 if yes else 1)
         attributes.append(attribute)
@@ -132,25 +153,25 @@ def paired_questions(asking: Asking, rng: random.Random, tokenizer, count: int, 
         image = render_scene(scene)
         asked = ((present, 0), (absent, 1)) if both else (rng.choice(((present, 0), (absent, 1))),)
         for condition, target in asked:
-            phrase = noun_phrase(condition, plural=False)
-            texts.append(asking.prompt(tokenizer, phrase) + (phrase if rng.random() < echo else "\\boxed{"))
+            texts.append(asking.text(tokenizer, condition, rng.random() < echo))
             images.append(image)
             targets.append(target)
             attributes.append(condition[0].attribute)
     return texts, images, torch.tensor(targets), attributes
 
 
-def held_out_pairs(asking: Asking, tokenizer, pairs: int) -> list[tuple]:
+def held_out_pairs(asking: Asking, tokenizer, pairs: int, echo: bool = False) -> list[tuple]:
     """The probe's design: each scene asked once with a question whose answer is yes and once with one
     whose answer is no, about one attribute (`Asking.pair`), so that nothing but reading the asked value
-    helps (unpaired, "is there a metal object" could be answered by whether the scene mixes materials)."""
+    helps (unpaired, "is there a metal object" could be answered by whether the scene mixes materials).
+    `echo`: asked the one-hop way (the answer predicted at the echoed phrase's last word)."""
     rng, batches = random.Random("held-out pairs"), []
     for _ in range(pairs // 16):
         texts, images, targets, attributes = [], [], [], []
         for _ in range(16):
             scene, present, absent = asking.pair(rng)
             for condition, target in ((present, 0), (absent, 1)):
-                texts.append(asking.prompt(tokenizer, noun_phrase(condition, plural=False)) + "\\boxed{")
+                texts.append(asking.text(tokenizer, condition, echo))
                 images.append(render_scene(scene))
                 targets.append(target)
                 attributes.append(condition[0].attribute)
@@ -158,7 +179,8 @@ def held_out_pairs(asking: Asking, tokenizer, pairs: int) -> list[tuple]:
     return batches
 
 
-def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unpaired", save: str | None = None) -> None:
+def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unpaired", save: str | None = None,
+          held_out_echo: bool = False) -> None:
     processor = AutoProcessor.from_pretrained(path)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
@@ -169,7 +191,8 @@ def train(asking: Asking, path: str, steps: int, echo: float, design: str = "unp
         batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
         return model(**batch).logits[:, -1, answer_ids]
 
-    held_out = held_out_pairs(Asking(question_first=asking.question_first), tokenizer, 96)  # every attribute, whatever is trained
+    # every attribute, whatever is trained
+    held_out = held_out_pairs(replace(asking, attributes=tuple(ATTRIBUTES)), tokenizer, 96, held_out_echo)
 
     def report(step: int, loss: float) -> None:
         right: dict[str, list[bool]] = {}
@@ -215,14 +238,18 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="save the trained model here (one echo share only)")
     parser.add_argument("--question-first", action="store_true", help="the question before the image")
     parser.add_argument("--balanced", action="store_true", help="each attribute asked equally often (unpaired design)")
+    parser.add_argument("--held-out-echo", action="store_true", help="ask the held-out questions the one-hop way too")
+    parser.add_argument("--echo-value", action="store_true", help="one-hop questions echo the asked value, not the phrase")
+    parser.add_argument("--echo-suffix", default="", help="with --echo-value: text between the echoed value and the answer")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     asked = args.attributes.split(",") if args.attributes else ATTRIBUTES
-    asking = Asking(tuple(a for a in ATTRIBUTES if a in asked), args.question_first, args.balanced)
+    asking = Asking(tuple(a for a in ATTRIBUTES if a in asked), args.question_first, args.balanced, args.echo_value,
+                    args.echo_suffix)
     torch.set_num_threads(args.threads)
     for echo in (float(share) for share in args.echo.split(",")):
         torch.manual_seed(0)
-        train(asking, resolve_base(args.model), args.steps, echo, args.design, args.save)
+        train(asking, resolve_base(args.model), args.steps, echo, args.design, args.save, args.held_out_echo)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 from mpi_ray.data.clevr_policy.generator import GeneratorConfig, make_policies, sample_split
 from mpi_ray.data.clevr_policy.scene import kinds_of
 from mpi_ray.data.clevr_policy.tree import Condition, pattern_holds
-from mpi_ray.model.base_data import (BASE_DATASET, BaseMix, base_records, probe_records, reserved_trees,
+from mpi_ray.model.base_data import (BASE_DATASET, BaseMix, base_records, probe_records, reserved_trees, target_of, answered,
                                      tree_conditions)
 
 BASE_RECORDS = 300
@@ -74,6 +74,21 @@ def test_a_restricted_mix_asks_only_its_attributes_one_condition_at_a_time() -> 
     for record, match in zip(records, asked):
         holds = pattern_holds((Condition("material", match.group(1)),), kinds_of(json.loads(record["truth"])))
         assert record["answer"] == ("yes" if holds else "no")
+
+
+def test_an_echo_think_repeats_the_asked_values_in_the_general_questions_form() -> None:
+    """`--question-think echo`: the general questions' prompt, the asked values echoed in the think
+    (each one token, as in the question) and the answer at once, then the boxed answer; the probe too."""
+    mix = BaseMix(perception_think=1.0, perception_direct=0.0, policy=0.0, think="echo")
+    records = list(itertools.islice(base_records(0, 112, mix), 40))
+    assert any(r["query"].startswith("How many ") for r in records)  # counts keep their share
+    for record in records + probe_records(20, 112, think="echo"):
+        asked = re.match(r"(?:Is there an? |How many )(.+?)(?: are there)?\?\n", record["query"]).group(1).split()
+        copied = [word for word in asked if word not in ("object", "objects")]  # the asked words, as asked
+        assert copied and record["cot"] == "<think>" + "".join(f" {word}" for word in copied) + f" {record['answer']}</think>"
+        assert target_of(record) == f"{record['cot']}\n\\boxed{{{record['answer']}}}"
+    probe = probe_records(2, 112, think="echo")[0]
+    assert answered(probe, "no")["cot"] == probe["cot"].replace(" yes</think>", " no</think>")  # both answers scored
 
 
 def test_the_perception_probe_is_balanced_and_right_by_construction() -> None:

@@ -119,6 +119,20 @@ def test_general_questions_are_answered_from_the_scene(datasets: dict[str, Path]
         assert record["query"] == meta["question"] + "\n" + FORMAT_INSTRUCTION
 
 
+def test_general_replay_rows_can_echo_the_asked_values(tmp_path: Path) -> None:
+    """`data.clevr.general_think=echo`: the replay's think repeats the question's asked words, as asked."""
+    out = tmp_path / "echo"
+    generate(GeneratorConfig(variant="T", **{**SMALL, "general_replay": 8, "general_think": "echo"}), out)
+    replay = [r for r in read_split(out, "train") if r["dataset"] == "clevr_general"]
+    for record in replay:
+        phrase = json.loads(record["meta"])["question"].removeprefix("Is there a ").removeprefix("How many ")
+        words = [w for w in phrase.removesuffix(" are there?").rstrip("?").split() if w not in ("object", "objects")]
+        assert record["cot"] == "<think>" + "".join(f" {word}" for word in words) + f" {record['answer']}</think>"
+    assert {json.loads(r["meta"])["question_type"] for r in replay} == {"count", "exist"}
+    with pytest.raises(ValueError, match="general_think"):
+        GeneratorConfig(variant="T", **{**SMALL, "general_think": "caption"}).validate()
+
+
 def test_general_replay_rows_reach_cot_sft_only(tmp_path: Path, datasets: dict[str, Path]) -> None:
     from mpi_ray.train.plan import eligible_ids
     from mpi_ray.train.rl_trainer import rl_prompt_ids

@@ -67,6 +67,7 @@ class ClevrDataConfig(Section):
     val: int = Field(200, ge=0)  # validation scenes (their own stream): choose hyper-parameters with eval.split=val
     general: int = Field(100, ge=0)  # policy-free attribute questions (the forgetting check)
     general_replay: int = Field(0, ge=0)  # such questions with a CoT in the train split, replayed by CoT-SFT only
+    general_think: Literal["summary", "echo"] = "summary"  # the replay's think: what the image holds, or the asked values
     cot_fraction: float = Field(0.125, gt=0.0, le=1.0)
     image_size: int = Field(128, ge=28)
 

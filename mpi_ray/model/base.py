@@ -39,13 +39,14 @@ from mpi_ray.data.encode import Encoder, decode_images, response_labels
 from mpi_ray.data.prompts import conversation
 from mpi_ray.data.streams import padded_batch
 from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES
-from mpi_ray.model.base_data import BaseMix, base_records, probe_records, target_of
+from mpi_ray.model.base_data import BaseMix, answered, base_records, probe_records, target_of
 from mpi_ray.model.loading import load_model
 from mpi_ray.model.tiny import SIZES, build_tiny
 from mpi_ray.model.vision_pretrain import pretrain_vision
 from mpi_ray.train.losses import masked_lm_loss
 
 MANIFEST = "base_manifest.json"
+METRICS = "base_metrics.jsonl"  # one line per probe, both phases
 STATE = "base_train_state.pt"  # optimizer + position, for --resume; not part of the artifact
 
 
@@ -77,7 +78,7 @@ def probe_accuracy(model: torch.nn.Module, encoder: Encoder, records: list[dict[
     for record in records:
         rows = []
         for answer in ("yes", "no"):
-            rows.append(encode(encoder, {**record, "answer": answer, "cot": None}))
+            rows.append(encode(encoder, answered(record, answer)))
         batch = collate(rows, encoder)
         labels = batch.pop("labels")
         logits = model(**batch).logits
@@ -154,6 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--question-curriculum", type=question_stages, default=question_stages(""),
                         help="the question phase's stages, comma-separated: each a +-joined set of attributes asked "
                              "one at a time, or 'all' (the probe's mix); e.g. color,material,color+material,all")
+    parser.add_argument("--question-think", choices=("direct", "echo"), default="direct",
+                        help="the question phase's form: 'Answer with yes or no.' and the boxed answer, or the general "
+                             "questions' form with a think that echoes the asked values (every attribute read in one mix)")
+    parser.add_argument("--question-policy-share", type=float, default=0.0,
+                        help="share of the question phase's samples that keep the language phase's in-context policy following")
     parser.add_argument("--question-batch", type=int, default=32)
     parser.add_argument("--question-lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
@@ -199,26 +205,26 @@ def language_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
     mix = BaseMix(perception_think=thinking, perception_direct=1.0 - args.policy_share - thinking,
                   policy=args.policy_share, max_depth=args.max_depth)
     probes = probe_records(args.probe_size, args.image_size)
-    log = (out / "base_metrics.jsonl").open("a")
     print(f"[base] {sum(p.numel() for p in model.parameters()):,} parameters, {args.image_size}px; "
           f"from step {step} ({position['seen']:,} samples, {spent:.1f} min)", flush=True)
 
     started, losses = time.monotonic(), []
-    for seen, rows in batches(encoder, args.seed, args.image_size, mix, position["seen"], args.batch):
-        minutes = spent + (time.monotonic() - started) / 60
-        progress = min(1.0, minutes / total_minutes)
-        for group, base_lr in zip(optimizer.param_groups, (args.lr, args.lr * args.vision_lr_scale)):
-            group["lr"] = base_lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-        losses.append(train_step(model, optimizer, encoder, rows))
-        step += 1
-        done = minutes - spent >= args.minutes
-        if step % args.probe_every == 0 or done:
-            metrics = {"step": step, "seen": seen, "minutes": round(minutes, 2), "loss": round(float(np.mean(losses)), 4)}
-            checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
-                       f"{seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | {seen / max(1e-9, minutes * 60):.1f} samples/s")
-            losses = []
-        if done:
-            break
+    with (out / METRICS).open("a") as log:
+        for seen, rows in batches(encoder, args.seed, args.image_size, mix, position["seen"], args.batch):
+            minutes = spent + (time.monotonic() - started) / 60
+            progress = min(1.0, minutes / total_minutes)
+            for group, base_lr in zip(optimizer.param_groups, (args.lr, args.lr * args.vision_lr_scale)):
+                group["lr"] = base_lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+            losses.append(train_step(model, optimizer, encoder, rows))
+            step += 1
+            done = minutes - spent >= args.minutes
+            if step % args.probe_every == 0 or done:
+                metrics = {"step": step, "seen": seen, "minutes": round(minutes, 2), "loss": round(float(np.mean(losses)), 4)}
+                checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
+                           f"{seen:,} samples | {minutes:.1f}/{total_minutes:.0f} min | {seen / max(1e-9, minutes * 60):.1f} samples/s")
+                losses = []
+            if done:
+                break
 
 
 def question_stages(spec: str) -> list[tuple[tuple[str, ...], int | None]]:
@@ -244,27 +250,33 @@ def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
     (`benchmarks/bench_question_every_attribute.py`). It continues the stream's sample numbers."""
     stages = args.question_curriculum
     total = args.question_steps * len(stages)
-    probes = probe_records(args.probe_size, args.image_size)
-    log = (out / "base_metrics.jsonl").open("a")
+    echo = args.question_think == "echo"
+    probes = probe_records(args.probe_size, args.image_size, think="echo" if echo else None)
     first, seen, started, losses = position["question_step"], position["seen"], time.monotonic(), []
     step = first
-    while step < total:
-        attributes, width = stages[step // args.question_steps]
-        stage_end = (step // args.question_steps + 1) * args.question_steps
-        mix = BaseMix(perception_think=0.0, perception_direct=1.0, policy=0.0, existence_attributes=attributes, existence_width=width)
-        stream = batches(encoder, args.seed, args.image_size, mix, seen, args.question_batch)
-        for seen, rows in itertools.islice(stream, stage_end - step):
-            step += 1
-            for group, scale in zip(optimizer.param_groups, (1.0, args.vision_lr_scale)):
-                group["lr"] = args.question_lr * scale * min(1.0, step / 200)
-            losses.append(train_step(model, optimizer, encoder, rows))
-            if step % args.probe_every == 0 or step == stage_end:
-                elapsed = time.monotonic() - started
-                metrics = {"question_step": step, "question_stage": "all" if width is None else "+".join(attributes),
-                           "seen": seen, "question_minutes": round(elapsed / 60, 2), "loss": round(float(np.mean(losses)), 4)}
-                checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
-                           f"question step {step}/{total} ({metrics['question_stage']}) | ETA {elapsed / (step - first) * (total - step) / 60:.1f} min")
-                losses = []
+    with (out / METRICS).open("a") as log:
+        while step < total:
+            stage = step // args.question_steps
+            attributes, width = stages[stage]
+            stage_end = (stage + 1) * args.question_steps
+            questions = 1.0 - args.question_policy_share
+            mix = BaseMix(perception_think=questions * echo, perception_direct=questions * (not echo), policy=args.question_policy_share,
+                          max_depth=args.max_depth, think="echo" if echo else "summary",
+                          existence_attributes=attributes, existence_width=width)
+            stream = batches(encoder, args.seed, args.image_size, mix, seen, args.question_batch)
+            for seen, rows in itertools.islice(stream, stage_end - step):
+                step += 1
+                for group, scale in zip(optimizer.param_groups, (1.0, args.vision_lr_scale)):
+                    group["lr"] = args.question_lr * scale * min(1.0, step / 200)
+                losses.append(train_step(model, optimizer, encoder, rows))
+                if step % args.probe_every == 0 or step == stage_end:
+                    elapsed = time.monotonic() - started
+                    metrics = {"question_step": step, "question_stage": "all" if width is None else "+".join(attributes),
+                               "seen": seen, "question_minutes": round(elapsed / 60, 2), "loss": round(float(np.mean(losses)), 4)}
+                    eta = elapsed / (step - first) * (total - step) / 60
+                    checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
+                               f"question step {step}/{total} ({metrics['question_stage']}) | ETA {eta:.1f} min")
+                    losses = []
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, encoder: Encoder, rows: list) -> float:

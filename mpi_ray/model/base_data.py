@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 from mpi_ray.data.clevr_policy.cot import _join, attribute_summary
-from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, noun_phrase, sample_general_question
+from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, asked_values, echo_think, noun_phrase, sample_general_question
 from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES, describe
 from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples
 from mpi_ray.data.clevr_policy.policy_doc import _SYLLABLE_CONSONANTS, _SYLLABLE_VOWELS
@@ -52,6 +52,7 @@ class BaseMix:
     max_depth: int = 3
     existence_attributes: tuple[str, ...] = tuple(ATTRIBUTES)  # what the existence questions ask about
     existence_width: int | None = None  # conditions per existence question (None: one or two, drawn)
+    think: str = "summary"  # the perception questions' think: what the image holds, or "echo": the asked values
 
 
 def tree_conditions(tree: DecisionTree) -> tuple[tuple[str, str, str], ...]:
@@ -116,7 +117,10 @@ def perception_record(rng: random.Random, number: int, image_size: int, direct: 
         scene = sample_scene(rng, image_size, image_size)
         question = sample_general_question(rng, kinds_of(scene), "count")
         record = general_record(sample_id, scene, question)
-        record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
+        if mix.think == "echo":
+            record["cot"] = echo_think(asked_values(question.conditions, plural=True), question.answer)
+        else:
+            record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
     else:
         want_yes = rng.random() < 0.5
         scene, present, absent = existence_pair(rng, image_size, mix.existence_width, mix.existence_attributes)
@@ -125,6 +129,8 @@ def perception_record(rng: random.Random, number: int, image_size: int, direct: 
         if direct:
             record["query"] = f"Is there a {noun_phrase(conditions, plural=False)}? {DIRECT_SUFFIX}"
             record["cot"] = None
+        elif mix.think == "echo":
+            record["cot"] = echo_think(asked_values(conditions), record["answer"])
         else:
             summary = attribute_summary(kinds_of(scene))
             detail = f" {matching_objects(conditions, kinds_of(scene))}" if len(conditions) == 2 else ""
@@ -163,6 +169,12 @@ def base_records(seed: int, image_size: int, mix: BaseMix, start: int = 0) -> It
         number += 1
 
 
+def answered(record: dict[str, Any], answer: str) -> dict[str, Any]:
+    """The record with `answer` as its answer (a probe scores both): an echo think says it too."""
+    asked = record["meta"].get("asked")
+    return {**record, "answer": answer, **({"cot": echo_think(asked, answer)} if asked else {})}
+
+
 def target_of(record: dict[str, Any]) -> str:
     """The assistant turn: the think (if any), then the boxed answer."""
     answer = boxed(record["answer"])
@@ -172,11 +184,12 @@ def target_of(record: dict[str, Any]) -> str:
 # --- the perception probe: balanced yes/no on held-out scenes ---
 
 
-def probe_records(count: int, image_size: int, seed: int = 0) -> list[dict[str, Any]]:
+def probe_records(count: int, image_size: int, seed: int = 0, think: str | None = None) -> list[dict[str, Any]]:
     """`count` direct existence questions (count even) on scenes from a stream no training sample
     uses, in pairs: the same scene asked one question whose answer is yes and one whose answer is no,
     half the pairs about one attribute, half about a two-attribute conjunction. A model that does not
-    look scores 50% and an AUC near 50 (measured: a random-init model of the default size 49-52)."""
+    look scores 50% and an AUC near 50 (measured: a random-init model of the default size 49-52).
+    `think="echo"`: asked as the general questions are, with the echo think before the answer."""
     rng = base_rng(seed, "probe-pairs")
     records = []
     for pair in range(count // 2):
@@ -187,8 +200,12 @@ def probe_records(count: int, image_size: int, seed: int = 0) -> list[dict[str, 
             phrase = noun_phrase(conditions, plural=False)
             record = general_record(f"{BASE_DATASET}-probe-{number:06d}", scene, _Question(phrase, yes))
             record["dataset"] = BASE_DATASET
-            record["query"] = f"Is there a {phrase}? {DIRECT_SUFFIX}"
             record["meta"] = {"conditions": width, "attributes": [c.attribute for c in conditions]}
+            if think == "echo":
+                record["meta"]["asked"] = asked_values(conditions)
+                record["cot"] = echo_think(record["meta"]["asked"], record["answer"])
+            else:
+                record["query"] = f"Is there a {phrase}? {DIRECT_SUFFIX}"
             records.append(record)
     return records
 

@@ -27,7 +27,7 @@ def generator_argv(data: DataConfig, out: str, tokenizer_dir: str | None) -> tup
         "--depth", str(clevr.depth), "--variant", clevr.variant, "--out", out, "--policies", str(clevr.policies),
         "--train-per-policy", str(clevr.train_per_policy), "--test", str(clevr.test),
         "--val", str(clevr.val), "--general", str(clevr.general),
-        "--general-replay", str(clevr.general_replay),
+        "--general-replay", str(clevr.general_replay), "--general-think", clevr.general_think,
         "--cot-fraction", str(clevr.cot_fraction), "--image-size", str(clevr.image_size), "--seed", str(data.seed),
         "--overwrite",
     ]

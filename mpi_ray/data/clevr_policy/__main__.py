@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--general", type=int, default=defaults.general, help="policy-free attribute questions")
     parser.add_argument("--general-replay", type=int, default=defaults.general_replay,
                         help="policy-free questions with a CoT in the train split (CoT-SFT replay; 0: the paper's setting)")
+    parser.add_argument("--general-think", choices=("summary", "echo"), default=defaults.general_think,
+                        help="the replay rows' think: what the image holds, or the asked values echoed")
     parser.add_argument("--cot-fraction", type=float, default=defaults.cot_fraction,
                         help="share of training samples that carry a CoT target")
     parser.add_argument("--image-size", type=parse_image_size, default=(defaults.image_width, defaults.image_height),
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         val=args.val,
         general=args.general,
         general_replay=args.general_replay,
+        general_think=args.general_think,
         cot_fraction=args.cot_fraction,
         image_width=width,
         image_height=height,

@@ -55,6 +55,22 @@ def _ask(rng: random.Random, objects: list[Kind], kind: str) -> GeneralQuestion:
     return GeneralQuestion(kind, conditions, f"Is there a {noun_phrase(conditions, plural=False)}?", "yes" if exists else "no")
 
 
+def asked_values(conditions: tuple[Condition, ...], plural: bool = False) -> str:
+    """" large red cubes": the question's noun phrase without "object(s)", each word with its leading
+    space, the form in which the question holds each as one token."""
+    words = noun_phrase(conditions, plural).split()
+    if not any(condition.attribute == "shape" for condition in conditions):
+        words = words[:-1]  # "object(s)": asked of every question alike
+    return "".join(f" {word}" for word in words)
+
+
+def echo_think(asked: str, answer: str) -> str:
+    """"<think> large red cube yes</think>": the asked values (`asked_values`), then the answer at once,
+    predicted at the last asked word; the boxed answer then copies it. The tiny base reads every attribute that way, and
+    none when the asked word is a sentence back, or even seven tokens back (docs/tiny-base-log.md)."""
+    return f"<think>{asked} {answer}</think>"
+
+
 def noun_phrase(conditions: tuple[Condition, ...], plural: bool) -> str:
     """'large red cubes', 'metal object': adjectives in CLEVR order, then the shape or 'object'."""
     values = {condition.attribute: condition.value for condition in conditions}

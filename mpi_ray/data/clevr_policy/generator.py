@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mpi_ray.data.clevr_policy.cot import attribute_summary
-from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, sample_general_question
+from mpi_ray.data.clevr_policy.general import GENERAL_DATASET, asked_values, echo_think, sample_general_question
 from mpi_ray.data.clevr_policy.policy_doc import Policy, build_policy_document, sample_image_examples, sample_policy_name
 from mpi_ray.data.clevr_policy.records import OVERRIDE_QUESTION, POLICY_QUESTION, general_record, policy_record
 from mpi_ray.data.clevr_policy.sampling import Instance, sample_instances
@@ -42,6 +42,7 @@ class GeneratorConfig:
     # Policy-free questions with a CoT in the train split, for CoT-SFT to replay the base's perception
     # task (fresh scenes, never the general split's); 0 is the paper's setting.
     general_replay: int = 0
+    general_think: str = "summary"  # the replay rows' think: what the image holds, or "echo" (the asked values)
     cot_fraction: float = 0.125  # paper: ~2,500 CoT of 20,000 training pairs
     image_width: int = 128
     image_height: int = 128
@@ -71,6 +72,8 @@ class GeneratorConfig:
                            "general_replay": self.general_replay}.items():
             if value < 0:
                 raise ValueError(f"{key} must be >= 0, got {value}")
+        if self.general_think not in ("summary", "echo"):
+            raise ValueError(f"general_think must be 'summary' or 'echo', got {self.general_think!r}")
         if self.crop_size != 0 and self.crop_size < 32:
             raise ValueError(f"crop_size must be 0 (automatic) or >= 32, got {self.crop_size}")
         for key, fraction in {"cot_fraction": self.cot_fraction, "image_value_fraction": self.image_value_fraction}.items():
@@ -228,7 +231,10 @@ def general_rows(config: GeneratorConfig, split: str = "general") -> SplitRows:
         sample_id = f"{GENERAL_DATASET}-N{config.depth}-{split}-{number:06d}"
         record = general_record(sample_id, scene, question, split)
         if split == "train":
-            record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
+            if config.general_think == "echo":
+                record["cot"] = echo_think(asked_values(question.conditions, plural=question.kind == "count"), question.answer)
+            else:
+                record["cot"] = f"<think>{attribute_summary(kinds_of(scene))}</think>"
         yield record, "", "natural"
 
 
