@@ -226,3 +226,21 @@ def test_a_question_curriculum_runs_its_stages_in_order_probes_each_and_resumes(
     assert len((out / "base_metrics.jsonl").read_text().splitlines()) == 3
     with pytest.raises(SystemExit):
         base.main(args[:-8] + ["--question-curriculum", "colour"])
+
+
+def test_an_echo_question_phase_keeps_its_policy_share_and_probes_in_its_own_form(tmp_path: Path) -> None:
+    """`--question-think echo --question-policy-share P`: the stream mixes echo questions with the language
+    phase's policy samples; the phase runs and probes the echo form (both answers, think included)."""
+    from mpi_ray.model import base
+    from mpi_ray.model.tiny import build_tiny
+
+    mix = BaseMix(perception_think=0.5, perception_direct=0.0, policy=0.5, think="echo")
+    thinks = [record["cot"] for record in itertools.islice(base_records(0, 112, mix), 40)]
+    policy = sum(think.startswith("<think>I follow Policy") for think in thinks)
+    assert 10 <= policy <= 30 and all(re.fullmatch(r"<think>( \w+)+ (yes|no|\d+)</think>", think)
+                                      for think in thinks if not think.startswith("<think>I follow"))
+    out = build_tiny(tmp_path / "base", "xs", 0, max_pixels=112 * 112)
+    base.main(["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--question-steps", "2", "--question-batch", "2",
+               "--question-think", "echo", "--question-policy-share", "0.5", "--probe-size", "4", "--threads", "1"])
+    final = json.loads((out / base.MANIFEST).read_text())["final"]
+    assert final["question_step"] == 2 and 0.0 <= final["probe"] <= 100.0 and "probe_auc" in final
