@@ -66,8 +66,9 @@ def asked_values(conditions: tuple[Condition, ...], plural: bool = False) -> str
 
 def echo_think(asked: str, answer: str) -> str:
     """"<think> large red cube yes</think>": the asked values (`asked_values`), then the answer at once,
-    predicted at the last asked word; the boxed answer then copies it. The tiny base reads every attribute that way, and
-    none when the asked word is a sentence back, or even seven tokens back (docs/tiny-base-log.md)."""
+    predicted at the last asked word; the boxed answer then copies it. The tiny base reads every
+    attribute that way, and none when the asked word is a sentence, or even seven tokens, back
+    (docs/tiny-base-log.md)."""
     return f"<think>{asked} {answer}</think>"
 
 
