@@ -79,7 +79,7 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import AutoProcessor
 
-from mpi_ray.data.clevr_policy.general import noun_phrase
+from mpi_ray.data.clevr_policy.general import asked_values, noun_phrase
 from mpi_ray.data.clevr_policy.ontology import ATTRIBUTES
 from mpi_ray.data.clevr_policy.render import render_scene
 from mpi_ray.data.clevr_policy.scene import kinds_of, sample_scene
@@ -119,7 +119,7 @@ class Asking:
         asked phrase (or with `echo_value` the asked value, " red": one token, as in the question, so that
         the answer is predicted at the very token the question names)."""
         phrase = noun_phrase(condition, plural=False)
-        echoed = "".join(f" {c.value}" for c in condition) + self.echo_suffix if self.echo_value else phrase
+        echoed = asked_values(condition) + self.echo_suffix if self.echo_value else phrase
         ending = echoed if echo else "\\boxed{"
         return self.prompt(tokenizer, phrase) + ending
 

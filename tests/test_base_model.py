@@ -82,12 +82,12 @@ def test_an_echo_think_repeats_the_asked_values_in_the_general_questions_form() 
     mix = BaseMix(perception_think=1.0, perception_direct=0.0, policy=0.0, think="echo")
     records = list(itertools.islice(base_records(0, 112, mix), 40))
     assert any(r["query"].startswith("How many ") for r in records)  # counts keep their share
-    for record in records + probe_records(20, 112, think="echo"):
+    for record in records + probe_records(20, 112, echo=True):
         asked = re.match(r"(?:Is there an? |How many )(.+?)(?: are there)?\?\n", record["query"]).group(1).split()
         copied = [word for word in asked if word not in ("object", "objects")]  # the asked words, as asked
         assert copied and record["cot"] == "<think>" + "".join(f" {word}" for word in copied) + f" {record['answer']}</think>"
         assert target_of(record) == f"{record['cot']}\n\\boxed{{{record['answer']}}}"
-    probe = probe_records(2, 112, think="echo")[0]
+    probe = probe_records(2, 112, echo=True)[0]
     assert answered(probe, "no")["cot"] == probe["cot"].replace(" yes</think>", " no</think>")  # both answers scored
 
 

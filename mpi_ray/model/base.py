@@ -256,7 +256,7 @@ def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
     stages = args.question_curriculum
     total = args.question_steps * len(stages)
     echo = args.question_think == "echo"
-    probes = probe_records(args.probe_size, args.image_size, think="echo" if echo else None)
+    probes = probe_records(args.probe_size, args.image_size, echo=echo)
     first, seen, started, losses = position["question_step"], position["seen"], time.monotonic(), []
     step = first
     with (out / METRICS).open("a") as log:

@@ -184,12 +184,12 @@ def target_of(record: dict[str, Any]) -> str:
 # --- the perception probe: balanced yes/no on held-out scenes ---
 
 
-def probe_records(count: int, image_size: int, seed: int = 0, think: str | None = None) -> list[dict[str, Any]]:
+def probe_records(count: int, image_size: int, seed: int = 0, echo: bool = False) -> list[dict[str, Any]]:
     """`count` direct existence questions (count even) on scenes from a stream no training sample
     uses, in pairs: the same scene asked one question whose answer is yes and one whose answer is no,
     half the pairs about one attribute, half about a two-attribute conjunction. A model that does not
     look scores 50% and an AUC near 50 (measured: a random-init model of the default size 49-52).
-    `think="echo"`: asked as the general questions are, with the echo think before the answer."""
+    `echo`: asked as the general questions are, with the echo think before the answer."""
     rng = base_rng(seed, "probe-pairs")
     records = []
     for pair in range(count // 2):
@@ -201,7 +201,7 @@ def probe_records(count: int, image_size: int, seed: int = 0, think: str | None 
             record = general_record(f"{BASE_DATASET}-probe-{number:06d}", scene, _Question(phrase, yes))
             record["dataset"] = BASE_DATASET
             record["meta"] = {"conditions": width, "attributes": [c.attribute for c in conditions]}
-            if think == "echo":
+            if echo:
                 record["meta"]["asked"] = asked_values(conditions)
                 record["cot"] = echo_think(record["meta"]["asked"], record["answer"])
             else:
