@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import re
@@ -205,7 +206,7 @@ def test_extra_vision_steps_train_only_the_tower_of_an_existing_base_and_say_so(
 
 
 def test_a_question_curriculum_runs_its_stages_in_order_probes_each_and_resumes(tmp_path: Path) -> None:
-    """`--question-steps N --question-curriculum a,b+c,all --vision-steps 0 --minutes 0` on a built base:
+    """`--question-steps N --question-curriculum a,b+c,all,pairs --vision-steps 0 --minutes 0` on a built base:
     N steps a stage, probed at each stage's end (metrics and manifest), the sample count going on across
     stages; a second invocation does nothing more; an unknown attribute is refused before anything runs."""
     import pytest
@@ -215,32 +216,37 @@ def test_a_question_curriculum_runs_its_stages_in_order_probes_each_and_resumes(
 
     out = build_tiny(tmp_path / "base", "xs", 0, max_pixels=112 * 112)
     args = ["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--question-steps", "1", "--question-batch", "2",
-            "--question-curriculum", "material,color+size,all", "--probe-size", "4", "--probe-every", "5", "--threads", "1"]
+            "--question-curriculum", "material,color+size,all,pairs", "--probe-size", "4", "--probe-every", "5", "--threads", "1"]
     base.main(args)
     rows = [json.loads(line) for line in (out / "base_metrics.jsonl").read_text().splitlines()]
     assert [(row["question_step"], row["question_stage"], row["seen"]) for row in rows] == [
-        (1, "material", 2), (2, "color+size", 4), (3, "all", 6)]
+        (1, "material", 2), (2, "color+size", 4), (3, "all", 6), (4, "pairs", 8)]
+    assert base.question_stages("pairs") == [(("shape", "color", "size", "material"), 2)]  # every attribute, conjunctions only
     final = json.loads((out / base.MANIFEST).read_text())["final"]
-    assert (final["question_step"], final["question_stage"]) == (3, "all") and "probe" in final
+    assert (final["question_step"], final["question_stage"]) == (4, "pairs") and "probe" in final
     base.main(args)  # resumed: the phase is done
-    assert len((out / "base_metrics.jsonl").read_text().splitlines()) == 3
+    assert len((out / "base_metrics.jsonl").read_text().splitlines()) == 4
     with pytest.raises(SystemExit):
         base.main(args[:-8] + ["--question-curriculum", "colour"])
 
 
-def test_an_echo_question_phase_keeps_its_policy_share_and_probes_in_its_own_form(tmp_path: Path) -> None:
-    """`--question-think echo --question-policy-share P`: the stream mixes echo questions with the language
-    phase's policy samples; the phase runs and probes the echo form (both answers, think included)."""
+def test_an_echo_question_phase_keeps_policy_batches_and_probes_in_its_own_form(tmp_path: Path) -> None:
+    """`--question-think echo --question-policy-every K`: echo questions only in the question batches (the
+    general questions' form), a batch of in-context policy samples after every K of them; the phase runs
+    and probes the echo form (both answers, think included)."""
     from mpi_ray.model import base
     from mpi_ray.model.tiny import build_tiny
 
-    mix = BaseMix(perception_think=0.5, perception_direct=0.0, policy=0.5, think="echo")
-    thinks = [record["cot"] for record in itertools.islice(base_records(0, 112, mix), 40)]
-    policy = sum(think.startswith("<think>I follow Policy") for think in thinks)
-    assert 10 <= policy <= 30 and all(re.fullmatch(r"<think>( \w+)+ (yes|no|\d+)</think>", think)
-                                      for think in thinks if not think.startswith("<think>I follow"))
+    mix = BaseMix(perception_think=1.0, perception_direct=0.0, policy=0.0, think="echo")
+    thinks = [record["cot"] for record in itertools.islice(base_records(0, 112, mix), 20)]
+    assert all(re.fullmatch(r"<think>( \w+)+ (yes|no|\d+)</think>", think) for think in thinks)
     out = build_tiny(tmp_path / "base", "xs", 0, max_pixels=112 * 112)
+    args = argparse.Namespace(max_depth=3, batch=3, seed=0, image_size=112)
+    encoder = base.Encoder(str(out), max_pixels=112 * 112, max_seq_len=4096)
+    first, second = base.policy_batch(encoder, args, 1), base.policy_batch(encoder, args, 2)
+    texts = [encoder.processor.tokenizer.decode(row["input_ids"]) for row in first + second]
+    assert len(first) == len(second) == 3 and len(set(texts)) == 6 and all("I follow Policy" in text for text in texts)
     base.main(["--out", str(out), "--vision-steps", "0", "--minutes", "0", "--question-steps", "2", "--question-batch", "2",
-               "--question-think", "echo", "--question-policy-share", "0.5", "--probe-size", "4", "--threads", "1"])
+               "--question-think", "echo", "--question-policy-every", "1", "--batch", "2", "--probe-size", "4", "--threads", "1"])
     final = json.loads((out / base.MANIFEST).read_text())["final"]
-    assert final["question_step"] == 2 and 0.0 <= final["probe"] <= 100.0 and "probe_auc" in final
+    assert final["question_step"] == 2 and 0.0 <= final["probe"] <= 100.0 and "probe_auc" in final and final["policy_loss"] > 0

@@ -3,7 +3,7 @@
     python -m mpi_ray.model.base --out DIR [--size xs] [--image-size 112] [--vision-steps 10000] [--minutes 40] [--seed 0]
                                  [--extra-vision-steps N] [--vision-lr-scale 0] [--question-steps N]
                                  [--question-curriculum color,material,color+material,...]
-                                 [--question-think direct|echo] [--question-policy-share 0]
+                                 [--question-think direct|echo] [--question-policy-every 0]
 
 Starts from `python -m mpi_ray.model.tiny`'s random init (or resumes DIR), first pretrains the vision
 tower alone on dense attribute labels (`mpi_ray.model.vision_pretrain`, `--vision-steps`), then
@@ -49,6 +49,7 @@ from mpi_ray.train.losses import masked_lm_loss
 MANIFEST = "base_manifest.json"
 METRICS = "base_metrics.jsonl"  # one line per probe, both phases
 STATE = "base_train_state.pt"  # optimizer + position, for --resume; not part of the artifact
+QUESTION_POLICY_START = 100_000_000  # the question phase's policy batches: a stretch of the stream no phase reaches
 
 
 def encode(encoder: Encoder, record: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -155,13 +156,14 @@ def main(argv: list[str] | None = None) -> None:
                              "with --question-curriculum, this many per stage")
     parser.add_argument("--question-curriculum", type=question_stages, default=question_stages(""),
                         help="the question phase's stages, comma-separated: each a +-joined set of attributes asked "
-                             "one at a time, or 'all' (the probe's mix); e.g. color,material,color+material,all")
+                             "one at a time, 'all' (the probe's mix) or 'pairs' (two-attribute conjunctions); "
+                             "e.g. color,material,color+material,all")
     parser.add_argument("--question-think", choices=("direct", "echo"), default="direct",
                         help="the question phase's form: 'Answer with yes or no.' and the boxed answer, or the general "
                              "questions' form with a think that echoes the asked values (every attribute read in one mix)")
-    parser.add_argument("--question-policy-share", type=float, default=0.0,
-                        help="share of the question phase's samples that keep the language phase's in-context policy "
-                             "following (slow: a batch pads to their length, about 5x the step time at 0.25)")
+    parser.add_argument("--question-policy-every", type=int, default=0,
+                        help="after every this many question steps, one step on a batch (--batch) of the language "
+                             "phase's in-context policy samples, which the questions alone wear away (0: none)")
     parser.add_argument("--question-batch", type=int, default=32)
     parser.add_argument("--question-lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
@@ -231,15 +233,23 @@ def language_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
 
 def question_stages(spec: str) -> list[tuple[tuple[str, ...], int | None]]:
     """`--question-curriculum` as (attributes asked, conditions per question) per stage; empty: one
-    stage, the probe's mix (every attribute, one or two conditions)."""
+    stage, the probe's mix (every attribute, one or two conditions); 'pairs': two-attribute
+    conjunctions only."""
     stages: list[tuple[tuple[str, ...], int | None]] = []
     for stage in [part.strip() for part in spec.split(",") if part.strip()] or ["all"]:
+        if stage == "pairs":
+            stages.append((tuple(ATTRIBUTES), 2))
+            continue
         asked = list(ATTRIBUTES) if stage == "all" else stage.split("+")
         unknown = sorted(set(asked) - set(ATTRIBUTES))
         if unknown:
             raise argparse.ArgumentTypeError(f"unknown attribute(s) {unknown} in stage {stage!r} (known: {', '.join(ATTRIBUTES)}, all)")
         stages.append((tuple(a for a in ATTRIBUTES if a in asked), None if stage == "all" else 1))
     return stages
+
+
+def stage_name(attributes: tuple[str, ...], width: int | None) -> str:
+    return "all" if width is None else "pairs" if width == 2 else "+".join(attributes)
 
 
 def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, encoder: Encoder,
@@ -251,21 +261,22 @@ def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
     alone is read in 500-800 (colour, material), and two learned alone stay read when mixed after
     (`benchmarks/bench_question_every_attribute.py`). With `--question-think echo` the questions are the
     general questions' own (counts too), answered through an echo think, "<think> small cyan yes</think>":
-    every attribute is read in one mix that way (probe 77% after 3,000 steps, from 50). It continues the
-    stream's sample numbers."""
+    every attribute is read in one mix that way (probe 77% after 3,000 steps, from 50), but alone it wears
+    away the language phase's policy following (in context 0%); `--question-policy-every K` keeps it with a
+    batch of policy samples after every K question steps (the committed base: K=3, probe 69.5%). It
+    continues the stream's sample numbers."""
     stages = args.question_curriculum
     total = args.question_steps * len(stages)
     echo = args.question_think == "echo"
     probes = probe_records(args.probe_size, args.image_size, echo=echo)
-    first, seen, started, losses = position["question_step"], position["seen"], time.monotonic(), []
+    first, seen, started, losses, policy_losses = position["question_step"], position["seen"], time.monotonic(), [], []
     step = first
     with (out / METRICS).open("a") as log:
         while step < total:
             stage = step // args.question_steps
             attributes, width = stages[stage]
             stage_end = (stage + 1) * args.question_steps
-            questions = 1.0 - args.question_policy_share
-            mix = BaseMix(perception_think=questions * echo, perception_direct=questions * (not echo), policy=args.question_policy_share,
+            mix = BaseMix(perception_think=float(echo), perception_direct=float(not echo), policy=0.0,
                           max_depth=args.max_depth, think="echo" if echo else "summary",
                           existence_attributes=attributes, existence_width=width)
             stream = batches(encoder, args.seed, args.image_size, mix, seen, args.question_batch)
@@ -274,14 +285,28 @@ def question_phase(out: Path, args: argparse.Namespace, model: torch.nn.Module, 
                 for group, scale in zip(optimizer.param_groups, (1.0, args.vision_lr_scale)):
                     group["lr"] = args.question_lr * scale * min(1.0, step / 200)
                 losses.append(train_step(model, optimizer, encoder, rows))
+                if args.question_policy_every and step % args.question_policy_every == 0:
+                    policy_losses.append(train_step(model, optimizer, encoder, policy_batch(encoder, args, step // args.question_policy_every)))
                 if step % args.probe_every == 0 or step == stage_end:
                     elapsed = time.monotonic() - started
-                    metrics = {"question_step": step, "question_stage": "all" if width is None else "+".join(attributes),
+                    metrics = {"question_step": step, "question_stage": stage_name(attributes, width),
                                "seen": seen, "question_minutes": round(elapsed / 60, 2), "loss": round(float(np.mean(losses)), 4)}
+                    if policy_losses:
+                        metrics["policy_loss"] = round(float(np.mean(policy_losses)), 4)
                     eta = elapsed / (step - first) * (total - step) / 60
                     checkpoint(out, args, model, encoder, optimizer, position, probes, log, metrics,
-                               f"question step {step}/{total} ({metrics['question_stage']}) | ETA {eta:.1f} min")
-                    losses = []
+                               f"question step {step}/{total} ({metrics['question_stage']}) | ETA {eta:.1f} min"
+                               + (f" | policy loss {metrics['policy_loss']:.3f}" if policy_losses else ""))
+                    losses, policy_losses = [], []
+
+
+def policy_batch(encoder: Encoder, args: argparse.Namespace, number: int) -> list:
+    """The question phase's `number`-th batch of in-context policy samples (the language phase's kind),
+    from its own stretch of the stream. A batch of one kind: mixed into the question batches, every
+    batch padded to a policy's length (measured: 500 steps over 9.5 minutes at a quarter, 3.7 without)."""
+    mix = BaseMix(perception_think=0.0, perception_direct=0.0, policy=1.0, max_depth=args.max_depth)
+    start = QUESTION_POLICY_START + (number - 1) * args.batch
+    return [encode(encoder, record) for record in itertools.islice(base_records(args.seed, args.image_size, mix, start), args.batch)]
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, encoder: Encoder, rows: list) -> float:
