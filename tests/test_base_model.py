@@ -179,6 +179,7 @@ def test_the_committed_base_loads_and_says_how_it_was_built() -> None:
     manifest = json.loads((folder / "base_manifest.json").read_text())
     assert any("--vision-steps" in command for command in manifest["commands"])
     assert manifest["final"]["vision"]["value_balanced_accuracy"] > 75.0
+    assert manifest["final"]["probe"] > 65.0 and manifest["final"]["question_step"] > 0  # it reads the question (69.5; blind: 50)
     model = load_model(folder)
     assert sum(p.numel() for p in model.parameters()) == 760_128
 
