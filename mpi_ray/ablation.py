@@ -183,7 +183,41 @@ def report_lines(results: dict[str, Any], what: str) -> list[str]:
     if ordering:
         lines += ["", f"The paper's orderings, measured ({len(seeds)} seed(s)); a gap counts when it exceeds both the "
                   "seeds' std and one standard error of the difference from the test scenes alone:", "", *ordering]
-    return lines + ["", "![accuracy per row](ablation.png)", ""]
+    return lines + rl_group_lines(results.get("rl_groups", [])) + ["", "![accuracy per row](ablation.png)", ""]
+
+
+def rl_group_rows(out: Path, seeds: list[int]) -> list[dict[str, Any]]:
+    """Per PoRo row, its two rollout groups early in RL over the seeds (eval/report.rl_group_summary)."""
+    from mpi_ray.eval.report import rl_group_summary
+
+    rows = []
+    for node in NODES:
+        if node.stage != "rl":
+            continue
+        found = [g for g in (rl_group_summary(node_dir(out, node, seed)) for seed in seeds) if g is not None]
+        if not found:
+            continue
+        rescued = [g["rescued"] for g in found if "rescued" in g]
+        rows.append({"label": node.label, "seeds": len(found), "early": found[0]["early"],
+                     "free_early": statistics.mean(g["free_early"] for g in found),
+                     "aware_early": statistics.mean(g["aware_early"] for g in found),
+                     "aware_above": sum(g["aware_early"] > g["free_early"] for g in found),
+                     "rescued": statistics.mean(rescued) if rescued else None})
+    return rows
+
+
+def rl_group_lines(groups: list[dict[str, Any]]) -> list[str]:
+    if not groups:
+        return []
+    lines = ["", "PoRo's two rollout groups early in RL (mean sample accuracy over the seeds; PoRo's premise is the "
+             "policy-aware group above the policy-free one):", "",
+             "| row | early steps | policy-free (Q, I) | policy-aware (Q, I, P) | policy-aware above, seeds | "
+             "prompts only the policy-aware group answers |", "| --- | --- | --- | --- | --- | --- |"]
+    for g in groups:
+        rescued = "-" if g["rescued"] is None else f"{100 * g['rescued']:.1f}%"
+        lines.append(f"| {g['label']} | {g['early']} | {g['free_early']:.2f} | {g['aware_early']:.2f} | "
+                     f"{g['aware_above']} of {g['seeds']} | {rescued} |")
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
@@ -252,6 +286,8 @@ def run_ablation(config: str, overrides: list[str], seeds: list[int], rows: list
 def write_report(out: Path) -> Path:
     """report.md and ablation.png from <out>/results.json."""
     results = json.loads((out / "results.json").read_text())
+    results["rl_groups"] = rl_group_rows(out, results["seeds"]) or results.get("rl_groups", [])  # the node dirs, where kept
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / "ablation.png")
     report = out / "report.md"
     report.write_text("\n".join(report_lines(results, results.get("what", "the config"))))

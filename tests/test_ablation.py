@@ -3,11 +3,12 @@ pipeline's stages, tested elsewhere)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from mpi_ray.ablation import ROWS, needed, node_config, plot, report_lines, summarize, BY_NAME
+from mpi_ray.ablation import BY_NAME, ROWS, needed, node_config, node_dir, plot, report_lines, summarize
 
 from conftest import REPO
 
@@ -56,3 +57,23 @@ def test_the_paper_orderings_are_judged_against_the_spread() -> None:
     # on 200 test scenes a 1-point gap is inside the test set's own noise (one standard error: 4.5 points)
     on_200 = ordering_lines(summarize(accuracy, {}, [0, 1], 1.0, {name: 200 for name in accuracy}))
     assert any(line.startswith("- PoRo beats plain GRPO") and "not separated" in line for line in on_200)
+
+
+def test_the_report_shows_poro_groups_early_in_rl_from_the_node_runs(tmp_path: Path) -> None:
+    from mpi_ray.ablation import write_report
+
+    for seed, aware in ((0, 0.25), (1, 0.75)):
+        rl = node_dir(tmp_path, BY_NAME["poro_grpo"], seed) / "rl"
+        rl.mkdir(parents=True)
+        rl.joinpath("metrics.jsonl").write_text("".join(json.dumps(
+            {"step": step, "policy_free/accuracy": 0.5, "policy_aware/accuracy": aware, "poro/free_unsolved": 0.25,
+             "poro/rescued": 0.125 * seed}) + "\n" for step in range(1, 9)))
+        plain = node_dir(tmp_path, BY_NAME["grpo"], seed) / "rl"  # plain GRPO: no policy-aware group, no row
+        plain.mkdir(parents=True)
+        plain.joinpath("metrics.jsonl").write_text(json.dumps({"step": 1, "policy_free/accuracy": 0.5}) + "\n")
+    results = summarize({"poro_grpo": {0: 70.0, 1: 72.0}, "grpo": {0: 70.0, 1: 71.0}}, {}, [0, 1], 1.0)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report = write_report(tmp_path).read_text()
+    assert "| TriMPI w/ PoRo-GRPO | steps 1-2 | 0.50 | 0.50 | 1 of 2 | 6.2% |" in report
+    assert "| TriMPI w/ GRPO (no PoRo) | steps" not in report
+    assert json.loads((tmp_path / "results.json").read_text())["rl_groups"][0]["aware_above"] == 1

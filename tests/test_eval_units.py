@@ -244,7 +244,9 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
     (tmp_path / "sft" / "metrics.jsonl").write_text("".join(json.dumps({"micro_step": i, "loss": 3.0 - i}) + "\n" for i in range(3)))
     (tmp_path / "rl").mkdir()
     (tmp_path / "rl" / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": i, "policy_free/reward": 0.1 * i, "policy_aware/reward": 0.2 * i}) + "\n" for i in range(1, 4)))
+        json.dumps({"step": i, "policy_free/reward": 0.1 * i, "policy_aware/reward": 0.2 * i, "policy_free/accuracy": 0.5,
+                    "policy_aware/accuracy": 0.25 * i, "poro/free_unsolved": 0.5, "poro/rescued": 0.125}) + "\n"
+        for i in range(1, 5)))
     suites = {"samples": 4, "accuracy": 25.0, "format": 50.0}
     results = {
         "run": "t", "dataset": "clevr_policy-M-N2", "final": "rl", "max_response_len": 64, "forgetting_benchmark": "general",
@@ -269,6 +271,9 @@ def test_report_has_the_stage_table_and_plots(tmp_path: Path) -> None:
     assert "(right / reached): 1 3/4 (75%), 1.1 2/3 (67%)" in report
     assert "One constant answer per kind of question scores 25.00 on these scenes" in report
     assert "(yes/no, a count, other) scores 42.00" in report
+    assert "| early (step 1) | 0.50 | 0.25 |" in report and "| all 4 steps | 0.50 | 0.62 |" in report
+    assert "early in RL: **does not hold** (0.25 vs 0.50, step 1)" in report
+    assert "were all wrong: 50.0% a step" in report and "12.5% of all prompts" in report
     for plot in ("training_loss", "rl_rewards", "branching_errors"):
         assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report
 

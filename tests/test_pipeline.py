@@ -188,6 +188,7 @@ def test_rl_survives_a_dead_engine_with_bounded_staleness_and_verified_syncs(pip
         drawn = [policy_pictures[sample_id] for sample_id in order[row["step"]]]
         assert min(drawn) >= 1, "a -M policy without a picture tests nothing"
         assert row["policy_free/prompt_images"] == 1  # the query image only
+        assert 0.0 <= row["poro/rescued"] <= row["poro/free_unsolved"] <= 1.0
         assert row["policy_aware/prompt_images"] == pytest.approx(1 + sum(drawn) / len(drawn))
     before, after = _probe(Path(rl["from_model"])), _probe(Path(rl["model"]))
     assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3  # the RL policy moved

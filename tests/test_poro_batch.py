@@ -194,3 +194,20 @@ def test_plain_grpo_batch() -> None:
     batch = build_learner_batch(free_only, POLICY_FREE_PROMPTS, uses_poro=False)
     assert [s.advantage for s in batch][:2] == [0.0, 0.0]
     assert all(s.group == POLICY_FREE and s.behavior_logp is not None for s in batch)
+
+
+def test_poro_stats_count_the_prompts_only_the_policy_aware_group_answers() -> None:
+    from mpi_ray.rollout.producer import _group_stats
+
+    def record(prompt: str, group: str, accuracy: float) -> dict:
+        return {"prompt": prompt, "group": group, "accuracy": accuracy, "reward": accuracy, "format": 1.0,
+                "length": 10, "truncated": False, "prompt_images": 1}
+
+    records = [record("solved", POLICY_FREE, 0.0), record("solved", POLICY_FREE, 1.0), record("solved", POLICY_AWARE, 0.0),
+               record("rescued", POLICY_FREE, 0.0), record("rescued", POLICY_AWARE, 0.0), record("rescued", POLICY_AWARE, 1.0),
+               record("lost", POLICY_FREE, 0.0), record("lost", POLICY_AWARE, 0.0),
+               record("both", POLICY_FREE, 1.0), record("both", POLICY_AWARE, 1.0)]
+    stats = _group_stats(records)
+    assert stats["poro/free_unsolved"] == 0.5 and stats["poro/rescued"] == 0.25
+    assert stats["policy_free/accuracy"] == 0.4 and stats["policy_aware/accuracy"] == 0.4
+    assert "poro/rescued" not in _group_stats([r for r in records if r["group"] == POLICY_FREE])  # plain GRPO

@@ -3,7 +3,7 @@
     <run>/report.md                 the stage-by-stage table in the paper's layout, efficiency,
                                     override, referral, forgetting, and the plots below
     <run>/plots/training_loss.png   CPT / SFT loss per micro-step
-    <run>/plots/rl_rewards.png      RL reward per rollout group type (policy-free vs policy-aware)
+    <run>/plots/rl_rewards.png      RL reward and accuracy per rollout group (policy-free vs policy-aware)
     <run>/plots/branching_errors.png  where the reasoning leaves the gold path (ClevrPolicy)
 """
 
@@ -72,22 +72,70 @@ def _plot_training(run: Path, out: Path) -> Path | None:
     return path
 
 
+_GROUPS = (("policy_free", "policy-free (Q, I)"), ("policy_aware", "policy-aware (Q, I, P)"))
+
+
 def _plot_rl(run: Path, out: Path) -> Path | None:
     rows = _metrics(run / "rl" / "metrics.jsonl")
     if not rows:
         return None
-    fig, axis = plt.subplots(figsize=(6, 3.5))
-    for group, label in (("policy_free", "policy-free (Q, I)"), ("policy_aware", "policy-aware (Q, I, P)")):
-        points = [(r["step"], r[f"{group}/reward"]) for r in rows if f"{group}/reward" in r]
-        if points:
-            axis.plot(*zip(*points), marker="o", label=label)
-    axis.set(title="RL reward per rollout group", xlabel="step", ylabel="mean reward")
-    axis.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for axis, key in zip(axes, ("reward", "accuracy")):
+        for group, label in _GROUPS:
+            points = [(r["step"], r[f"{group}/{key}"]) for r in rows if f"{group}/{key}" in r]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label)
+        axis.set(title=f"RL {key} per rollout group", xlabel="step", ylabel=f"mean {key}")
+    rescued = [(r["step"], r["poro/rescued"]) for r in rows if "poro/rescued" in r]
+    if rescued:
+        axes[1].plot(*zip(*rescued), linestyle="--", color="gray", label="share of prompts only the policy-aware group answers")
+    for axis in axes:
+        axis.legend(fontsize=7)
     fig.tight_layout()
     path = out / "rl_rewards.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def rl_group_summary(run: Path) -> dict[str, Any] | None:
+    """PoRo's two rollout groups from a run's RL metrics: mean sample accuracy of each early (the first
+    quarter of the steps) and over every step, and the per-prompt shares of `poro/*`; None without PoRo."""
+    rows = [r for r in _metrics(run / "rl" / "metrics.jsonl") if "policy_aware/accuracy" in r and "policy_free/accuracy" in r]
+    if not rows:
+        return None
+    early = rows[:max(1, len(rows) // 4)]
+    summary = {"steps": len(rows),
+               "early": f"step {early[0]['step']}" if len(early) == 1 else f"steps {early[0]['step']}-{early[-1]['step']}",
+               "free_early": _mean(early, "policy_free/accuracy"), "aware_early": _mean(early, "policy_aware/accuracy"),
+               "free_all": _mean(rows, "policy_free/accuracy"), "aware_all": _mean(rows, "policy_aware/accuracy")}
+    if all("poro/rescued" in r for r in rows):
+        summary.update(free_unsolved=_mean(rows, "poro/free_unsolved"), rescued=_mean(rows, "poro/rescued"))
+    return summary
+
+
+def _rl_groups(run: Path) -> list[str]:
+    """The groups side by side, and whether PoRo's premise holds: the policy-aware group answers
+    better than the policy-free one early in RL."""
+    groups = rl_group_summary(run)
+    if groups is None:
+        return []
+    free, aware, steps = groups["free_early"], groups["aware_early"], groups["early"]
+    lines = ["## RL: the two rollout groups (PolicyRollout)", "",
+             "| mean sample accuracy | policy-free (Q, I) | policy-aware (Q, I, P) |", "|---|---|---|",
+             f"| early ({steps}) | {free:.2f} | {aware:.2f} |",
+             f"| all {groups['steps']} steps | {groups['free_all']:.2f} | {groups['aware_all']:.2f} |", "",
+             f"- PoRo's premise, the policy-aware group above the policy-free one early in RL: "
+             f"**{'holds' if aware > free else 'does not hold'}** ({aware:.2f} vs {free:.2f}, {steps})"]
+    if "rescued" in groups:
+        lines.append(f"- Prompts whose policy-free samples were all wrong: {100 * groups['free_unsolved']:.1f}% a step; "
+                     f"answered by a policy-aware sample (the signal PoRo adds to plain GRPO's): "
+                     f"{100 * groups['rescued']:.1f}% of all prompts")
+    return lines + [""]
 
 
 def _plot_branching(final: dict[str, Any], out: Path) -> Path | None:
@@ -200,7 +248,7 @@ def write_report(run: Path, results: dict[str, Any]) -> Path:
     if in_context is not None:
         lines += [f"The final model with the policy put back in context (paper Table 4): {_pct(in_context)}.", ""]
     lines += _skipped(results)
-    lines += [*_efficiency(final.get("efficiency", {})), *_referral(final), *_forgetting(results)]
+    lines += [*_efficiency(final.get("efficiency", {})), *_referral(final), *_forgetting(results), *_rl_groups(run)]
     if images:
         lines += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in images], ""]
     path = run / "report.md"

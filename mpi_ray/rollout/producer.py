@@ -98,7 +98,23 @@ def _group_stats(records: list[dict[str, Any]]) -> dict[str, float]:
     for group, members in by_group.items():
         for key in ("reward", "accuracy", "format", "length", "truncated", "prompt_images"):
             stats[f"{group}/{key}"] = sum(float(m[key]) for m in members) / len(members)
-    return stats
+    return {**stats, **_poro_stats(records)}
+
+
+def _poro_stats(records: list[dict[str, Any]]) -> dict[str, float]:
+    """What the policy-aware group adds, as shares of all prompts: `poro/free_unsolved`, the prompts
+    no policy-free sample scores on (plain GRPO learns nothing about the answer there), and
+    `poro/rescued`, those of them a policy-aware sample scores on (the signal PoRo pools in)."""
+    solved: dict[str, dict[str, bool]] = defaultdict(dict)
+    for record in records:
+        by_group = solved[record["prompt"]]
+        by_group[record["group"]] = by_group.get(record["group"], False) or record["accuracy"] > 0
+    pooled = [groups for groups in solved.values() if POLICY_AWARE in groups and POLICY_FREE in groups]
+    if not pooled:
+        return {}
+    unsolved = [groups for groups in pooled if not groups[POLICY_FREE]]
+    return {"poro/free_unsolved": len(unsolved) / len(pooled),
+            "poro/rescued": sum(groups[POLICY_AWARE] for groups in unsolved) / len(pooled)}
 
 
 @ray.remote(num_cpus=0, max_concurrency=2)
@@ -213,7 +229,7 @@ class RolloutProducer:
                 reward = shaped_reward(score["reward"], length, max_len, self.rl.overlong)
                 rollouts.append(make_rollout(pid, group, sample["token_ids"], sample["logprobs"], reward,
                                              self.pool.version))
-                records.append({"group": group, "reward": reward, "accuracy": score["accuracy"], "format": score["format"],
+                records.append({"group": group, "prompt": pid, "reward": reward, "accuracy": score["accuracy"], "format": score["format"],
                                 "length": length, "truncated": sample["finish_reason"] == "length",
                                 "prompt_images": sample["prompt_images"]})
         prompts = {pid: {"prompt": row["prompt"], "images": row["images"]} for pid, row in zip(prompt_ids, rows)}
