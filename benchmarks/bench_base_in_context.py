@@ -5,7 +5,8 @@
 Greedy generation (transformers, CPU) on held-out in-context policy samples of the base's own kind:
 a random depth-`depth` policy in the prompt (base names and trees, never a run's), the scene, the
 answer its tree gives. Prints the accuracy against the floor (one constant case), how often the
-reasoning says "Yes" at the root condition against how often the root holds, and the cases answered.
+reasoning says "Yes" at the root condition against how often the root holds and how often it decides
+the root right, and the cases answered.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main() -> None:
     mix = BaseMix(perception_think=0.0, perception_direct=0.0, policy=1.0, min_depth=args.depth, max_depth=args.depth,
                   pictured_fraction=0.0)
     records = list(itertools.islice(base_records(0, args.image_size, mix, start=HELD_OUT_START), args.count))
-    answered, right, root_yes, root_holds, started = Counter(), 0, 0, 0, time.perf_counter()
+    answered, right, root_yes, root_holds, root_right, started = Counter(), 0, 0, 0, 0, time.perf_counter()
     for record in records:
         prompt = encoder.prompt(record, with_policy=True)
         batch = encoder.processor(text=[prompt["prompt"]], images=prompt["images"] or None, return_tensors="pt")
@@ -51,14 +52,16 @@ def main() -> None:
         answer = (re.findall(r"\\boxed\{(.*?)\}", text) or ["(none)"])[-1]
         answered[answer] += 1
         right += answer == record["answer"]
-        root = _ROOT.search(text)
+        root, holds = _ROOT.search(text), json.loads(record["meta"])["gold_path"][0]["holds"]
         root_yes += bool(root and root.group(1) == "Yes")
-        root_holds += json.loads(record["meta"])["gold_path"][0]["holds"]
+        root_holds += holds
+        root_right += bool(root and (root.group(1) == "Yes") == holds)
     floor = max(Counter(r["answer"] for r in records).values())
     count = len(records)
     print(f"base {base}: {count} held-out depth-{args.depth} policies in context, {time.perf_counter() - started:.0f} s")
     print(f"accuracy {100 * right / count:.1f}% (floor, one constant case: {100 * floor / count:.1f}%)")
-    print(f"root condition: the reasoning says Yes {root_yes}/{count}, it holds {root_holds}/{count}")
+    print(f"root condition: the reasoning says Yes {root_yes}/{count}, it holds {root_holds}/{count}, "
+          f"decided right {root_right}/{count}")
     print(f"cases answered: {dict(answered.most_common())}")
 
 
